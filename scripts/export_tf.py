@@ -1,0 +1,368 @@
+"""Export a catalog model as a TF Serving SavedModel, with the PyTorch weights ported to Keras.
+
+    python -m scripts.export_tf [--model NAME]      (normally run through scripts.build)
+
+Contract
+- `export(model)` writes `model.savedmodel_dir` (model_store/tf/<name>/<tf_version>/) atomically:
+  the SavedModel is written into a hidden, non-numeric sibling folder (TF Serving only loads
+  numeric folders, so it never sees a half-written version) and renamed into place.
+- Signatures (k = the catalog's `topk`, fixed in the graph):
+    serving_default  images: tf.string [N] encoded JPEG/PNG/GIF/BMP (REST: {"b64": "..."})
+    pixels           pixels: float32 [N, size, size, 3], already preprocessed
+  both return class_ids int32 [N, k], labels string [N, k], probabilities float32 [N, k]
+  (softmax, best first).
+- Preprocessing in the graph is the catalog's `input` contract, identical to the TorchServe
+  handler: RGB (3 channels forced, first GIF frame), central square crop of side
+  round(min(h, w) * crop_fraction), bilinear antialiased resize to size x size, (x - mean) / std.
+- Bytes that are not an image fail the whole request with InvalidArgument (TF Serving: HTTP 400)
+  and a message naming the instance index.
+- `assets.extra/tf_serving_warmup_requests` holds one PredictionLog per signature.
+- `sources()` lists the repo files the output depends on (for build.py's fingerprint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch  # noqa: F401  (must be imported before tensorflow: the reverse order segfaults)
+
+import numpy as np  # noqa: E402
+
+from scripts import catalog  # noqa: E402
+from scripts.catalog import ROOT, Model  # noqa: E402
+
+SIGNATURE_IMAGES = "serving_default"
+SIGNATURE_PIXELS = "pixels"
+OUTPUTS = ("class_ids", "labels", "probabilities")
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+# Leading bytes of the formats tf.io.decode_image understands; checked first so that a bad
+# instance is reported with its index and the accepted formats instead of a decoder error.
+MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+FORMATS = "JPEG, PNG, GIF or BMP"
+
+
+def sources() -> list[Path]:
+    """Repo files whose content changes the exported SavedModel."""
+    return [Path(__file__).resolve(), ROOT / "scripts" / "catalog.py"]
+
+
+# --------------------------------------------------------------------------- network port
+
+
+def torch_network(model: Model):
+    """The reference PyTorch network of the catalog entry, with its verified weights, eval mode."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name(model.architecture)
+    state = torch.load(model.weights.verified(), weights_only=True, map_location="cpu")
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _padding(conv) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The explicit ZeroPad2d of a Conv2dStaticSamePadding as Keras ((top, bottom), (left, right)).
+
+    TF-"SAME" puts the odd pixel at the bottom/right; copying the torch module's own numbers
+    rather than using padding="same" keeps the port exact whatever the package decides."""
+    pad = getattr(getattr(conv, "static_padding", None), "padding", None)
+    if not pad or not any(pad):
+        return None
+    left, right, top, bottom = pad
+    return (top, bottom), (left, right)
+
+
+class _Porter:
+    """Builds Keras layers mirroring torch modules and copies their weights (NCHW -> NHWC)."""
+
+    def __init__(self):
+        import keras
+
+        self.layers = keras.layers
+        self.assign: list[tuple[object, list[np.ndarray]]] = []
+
+    def conv(self, x, conv, name: str):
+        pad = _padding(conv)
+        if pad:
+            x = self.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        kh, kw = conv.kernel_size
+        stride = tuple(conv.stride)
+        depthwise = conv.groups > 1
+        if depthwise:
+            if conv.groups != conv.in_channels or conv.out_channels != conv.in_channels:
+                raise NotImplementedError(f"{name}: grouped conv that is not depthwise")
+            layer = self.layers.DepthwiseConv2D((kh, kw), stride, "valid", use_bias=False, name=name)
+            # torch [C, 1, kh, kw] -> keras [kh, kw, C, 1]
+            kernel = _np(conv.weight).transpose(2, 3, 0, 1)
+        else:
+            layer = self.layers.Conv2D(
+                conv.out_channels, (kh, kw), stride, "valid", use_bias=conv.bias is not None, name=name
+            )
+            # torch [out, in, kh, kw] -> keras [kh, kw, in, out]
+            kernel = _np(conv.weight).transpose(2, 3, 1, 0)
+        y = layer(x)
+        weights = [kernel] + ([_np(conv.bias)] if conv.bias is not None and not depthwise else [])
+        self.assign.append((layer, weights))
+        return y
+
+    def bn(self, x, bn, name: str):
+        layer = self.layers.BatchNormalization(epsilon=bn.eps, name=name)
+        y = layer(x)
+        self.assign.append(
+            (layer, [_np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var)])
+        )
+        return y
+
+    def relu6(self, x, name: str):
+        return self.layers.ReLU(max_value=6.0, name=name)(x)
+
+    def dense(self, x, fc, name: str):
+        layer = self.layers.Dense(fc.out_features, name=name)
+        y = layer(x)
+        self.assign.append((layer, [_np(fc.weight).T, _np(fc.bias)]))
+        return y
+
+    def finish(self) -> None:
+        for layer, weights in self.assign:
+            layer.set_weights(weights)
+
+
+def _check_lite(net) -> None:
+    """The port covers the EfficientNet-Lite family only (ReLU6, no squeeze-excitation)."""
+    if not isinstance(net._swish, torch.nn.ReLU6) or any(b.has_se for b in net._blocks):
+        raise NotImplementedError("only EfficientNet-Lite networks (ReLU6, no SE) can be ported")
+
+
+def keras_network(net, size: int):
+    """A Keras functional model computing the same logits as the torch EfficientNet-Lite `net`
+    on NHWC float32 input of shape [N, size, size, 3]."""
+    import keras
+
+    _check_lite(net)
+    port = _Porter()
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = port.conv(inputs, net._conv_stem, "stem_conv")
+    x = port.relu6(port.bn(x, net._bn0, "stem_bn"), "stem_relu")
+    for i, block in enumerate(net._blocks):
+        args = block._block_args
+        name = f"block{i}"
+        shortcut = x
+        if args.expand_ratio != 1:
+            x = port.conv(x, block._expand_conv, f"{name}_expand")
+            x = port.relu6(port.bn(x, block._bn0, f"{name}_expand_bn"), f"{name}_expand_relu")
+        x = port.conv(x, block._depthwise_conv, f"{name}_dw")
+        x = port.relu6(port.bn(x, block._bn1, f"{name}_dw_bn"), f"{name}_dw_relu")
+        x = port.conv(x, block._project_conv, f"{name}_project")
+        x = port.bn(x, block._bn2, f"{name}_project_bn")
+        # Same condition as MBConvBlock.forward, evaluated on the same values: the package stores
+        # a stage's first stride as a list ([1] != 1), so those blocks never add the shortcut.
+        if args.id_skip and args.stride == 1 and args.input_filters == args.output_filters:
+            x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
+    x = port.conv(x, net._conv_head, "head_conv")
+    x = port.relu6(port.bn(x, net._bn1, "head_bn"), "head_relu")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    logits = port.dense(x, net._fc, "logits")
+    kmodel = keras.Model(inputs, logits, name=net.__class__.__name__)
+    port.finish()
+    return kmodel
+
+
+# --------------------------------------------------------------------------- serving graph
+
+
+def _decode_one(data, index, size: int, crop_fraction: float, mean: float, std: float):
+    """Encoded image bytes -> preprocessed float32 [size, size, 3] (the catalog input contract)."""
+    import tensorflow as tf
+
+    known = tf.reduce_any(
+        tf.stack([tf.equal(tf.strings.substr(data, 0, len(m)), m) for m in MAGIC])
+    )
+    message = tf.strings.format(
+        "images[{}] is not a " + FORMATS + " image ({} bytes); send the encoded file "
+        "(REST: base64 in a \"b64\" field)",
+        (index, tf.strings.length(data)),
+    )
+    check = tf.debugging.Assert(known, [message], name="check_image_format")
+    with tf.control_dependencies([check]):
+        # channels=0 keeps the stored channels so alpha can be composited like the handler does.
+        # JPEG: the accurate integer IDCT is what libjpeg in PIL uses; TF's default (fast) IDCT
+        # differs by up to 10 levels per pixel, enough to reorder close top-5 classes.
+        # expand_animations=False: a GIF yields its first frame, like PIL.
+        image = tf.cond(
+            tf.io.is_jpeg(data),
+            lambda: tf.io.decode_jpeg(data, channels=0, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8),
+        )
+    image.set_shape([None, None, None])
+    shape = tf.shape(image)
+    h, w, channels = shape[0], shape[1], shape[2]
+    # Same integer arithmetic as the handler: side = round(min * fraction) (half to even, like
+    # Python's round), top/left floor-divided.
+    side = tf.cast(tf.round(tf.cast(tf.minimum(h, w), tf.float64) * crop_fraction), tf.int32)
+    side = tf.maximum(side, 1)
+    top, left = (h - side) // 2, (w - side) // 2
+    # Per-pixel colour fixes commute with cropping, so they run on the crop only.
+    crop = image[top : top + side, left : left + side, :]
+    has_alpha = tf.equal(channels % 2, 0)  # 2 = gray+alpha, 4 = RGBA
+    gray = tf.equal(channels - tf.cast(has_alpha, tf.int32), 1)
+    rgb = tf.cast(tf.gather(crop, tf.where(gray, [0, 0, 0], [0, 1, 2]), axis=2), tf.float32)
+    alpha = tf.where(has_alpha, tf.cast(crop[:, :, -1:], tf.float32) / 255.0, 1.0)
+    # Transparent pixels are composited on white (their stored colour is arbitrary); with no
+    # alpha this is exactly rgb. Rounded because the handler composites in uint8.
+    rgb = tf.round(rgb * alpha + 255.0 * (1.0 - alpha))
+    rgb.set_shape([None, None, 3])
+    resized = tf.image.resize(
+        rgb, [size, size], method="bilinear", antialias=True
+    )
+    return (resized - mean) / std
+
+
+class Servable:
+    """The two signature functions over one Keras network (shared weights)."""
+
+    def __init__(self, model: Model, network, labels: list[str]):
+        import tensorflow as tf
+
+        self.model = model
+        self.network = network
+        self.labels = list(labels)
+        self.size = int(model.input["size"])
+        self.k = int(model.topk)
+        spec_images = tf.TensorSpec([None], tf.string, name="images")
+        spec_pixels = tf.TensorSpec([None, self.size, self.size, 3], tf.float32, name="pixels")
+        self.serve_images = tf.function(self._images, input_signature=[spec_images])
+        self.serve_pixels = tf.function(self._pixels, input_signature=[spec_pixels])
+
+    def _outputs(self, pixels):
+        import tensorflow as tf
+
+        # The convolution kernels reject an empty batch, so an empty request skips the network
+        # and answers [0, k] outputs instead of an internal shape error.
+        classes = len(self.labels)
+        logits = tf.cond(
+            tf.shape(pixels)[0] > 0,
+            lambda: self.network(pixels, training=False),
+            lambda: tf.zeros([0, classes], tf.float32),
+        )
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        top = tf.math.top_k(probabilities, k=self.k, sorted=True)
+        # A graph constant: the labels travel inside the SavedModel, no asset file to mount.
+        table = tf.constant(self.labels, dtype=tf.string)
+        return {
+            "class_ids": tf.identity(top.indices, name="class_ids"),
+            "labels": tf.gather(table, top.indices, name="labels"),
+            "probabilities": tf.identity(top.values, name="probabilities"),
+        }
+
+    def _pixels(self, pixels):
+        return self._outputs(pixels)
+
+    def _images(self, images):
+        import tensorflow as tf
+
+        spec = self.model.input
+        size, fraction = self.size, float(spec["crop_fraction"])
+        mean, std = float(spec["mean"]), float(spec["std"])
+        indices = tf.range(tf.size(images, out_type=tf.int32))
+        pixels = tf.map_fn(
+            lambda item: _decode_one(item[0], item[1], size, fraction, mean, std),
+            (images, indices),
+            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+        )
+        return self._outputs(pixels)
+
+
+def warmup_requests(model: Model) -> list[bytes]:
+    """Serialized PredictionLog records, one per signature, replayed by TF Serving at load time."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    size = int(model.input["size"])
+    # A deterministic gradient photo stand-in: exercises decode, crop and resize in full.
+    ramp = np.linspace(0, 255, 320, dtype=np.float32)
+    image = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:240, None], 128.0), axis=-1)
+    jpeg = tf.io.encode_jpeg(image.astype(np.uint8)).numpy()
+    pixels = np.zeros((1, size, size, 3), np.float32)
+    records = []
+    for signature, key, value in (
+        (SIGNATURE_IMAGES, "images", np.array([jpeg], dtype=object)),
+        (SIGNATURE_PIXELS, "pixels", pixels),
+    ):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model.name
+        request.model_spec.signature_name = signature
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)
+        )
+        records.append(log.SerializeToString())
+    return records
+
+
+def write_savedmodel(model: Model, target: Path) -> None:
+    """Port the weights and write the SavedModel + warmup records into `target` (must not exist)."""
+    import tensorflow as tf
+
+    size = int(model.input["size"])
+    network = keras_network(torch_network(model), size)
+    servable = Servable(model, network, catalog.labels(model))
+    module = tf.Module()
+    # Attributes make the Keras variables part of the saved object graph.
+    module.network = network
+    module.serve_images = servable.serve_images
+    module.serve_pixels = servable.serve_pixels
+    signatures = {
+        SIGNATURE_IMAGES: servable.serve_images.get_concrete_function(),
+        SIGNATURE_PIXELS: servable.serve_pixels.get_concrete_function(),
+    }
+    tf.saved_model.save(module, str(target), signatures=signatures)
+    warmup = target / WARMUP_FILE
+    warmup.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(warmup)) as writer:
+        for record in warmup_requests(model):
+            writer.write(record)
+
+
+def export(model: Model) -> None:
+    """Write model.savedmodel_dir atomically (see the module docstring)."""
+    target = model.savedmodel_dir
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden and non-numeric: TF Serving's file-system poller ignores it while it is written.
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    retired = target.parent / f".{target.name}.old-{os.getpid()}"
+    try:
+        out = stage / "savedmodel"
+        write_savedmodel(model, out)
+        if target.exists():
+            # A directory cannot be replaced by rename(2) while non-empty: move the old one
+            # aside first; the gap between the two renames is two syscalls long.
+            target.rename(retired)
+        out.rename(target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", help="export only this model (repeatable)")
+    args = parser.parse_args(argv)
+    models = [m for m in catalog.load().values() if "tfserving" in m.servers]
+    if args.model:
+        models = [m for m in models if m.name in args.model]
+    for model in models:
+        export(model)
+        print(f"[export_tf] {model.name}: {model.savedmodel_dir.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

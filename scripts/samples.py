@@ -1,0 +1,37 @@
+"""Sample photos for the README's curl line and the tests, written from scikit-image's CC0 photos
+(nothing binary is committed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from scripts.catalog import ROOT
+
+SAMPLES = ROOT / "samples"
+# name -> (skimage.data function, ImageNet classes a correct classifier may answer as top-1)
+PHOTOS = {
+    "cat": ("chelsea", {281, 282, 285}),  # tabby, tiger cat, Egyptian cat
+    "coffee": ("coffee", {967}),  # espresso
+}
+
+
+def path(name: str) -> Path:
+    return SAMPLES / f"{name}.jpg"
+
+
+def write_all() -> dict[str, Path]:
+    """Write samples/<name>.jpg for every photo (skipped when already there)."""
+    from skimage import data
+
+    SAMPLES.mkdir(exist_ok=True)
+    written = {}
+    for name, (loader, _) in PHOTOS.items():
+        target = path(name)
+        if not target.is_file():
+            tmp = target.with_suffix(".tmp")
+            Image.fromarray(getattr(data, loader)()).save(tmp, format="JPEG", quality=95)
+            tmp.replace(target)
+        written[name] = target
+    return written

@@ -1,0 +1,253 @@
+"""The TF Serving part of `make serve` / `make stop`.
+
+    python -m scripts.tfserving start [--mode auto|docker|native] [--timeout S]
+    python -m scripts.tfserving stop  [--mode auto|docker|native]
+    python -m scripts.tfserving status
+
+Where TF Serving runs (auto = the first that applies):
+1. docker  a Docker engine answers (`docker info` succeeds): `docker compose -f docker/compose.yaml
+           --profile cpu up -d tfserving` (the compose file, owned by the Docker setup, publishes
+           REST 8501 and gRPC 8500 on 127.0.0.1 and mounts model_store/tf at /models/tf).
+2. native  `tensorflow_model_server` is on PATH: started here with REST 8501, gRPC 8500 (env
+           TFS_REST_PORT / TFS_GRPC_PORT override both, as for compose), the batching and
+           monitoring configs, and a models.config whose base paths are the absolute local model
+           store, all rendered into .run/tfserving/. TF Serving has no listen-address flag: a
+           native server listens on every interface, so keep 8500/8501 firewalled (Docker
+           publishes them on 127.0.0.1 only).
+3. neither: one line saying TF Serving was skipped and why; exit status 0, so `make serve` goes on
+           to serve the TorchServe models.
+
+`start` returns once every TF Serving model of the catalog has a version AVAILABLE
+(GET /v1/models/<name>), or fails naming the model and the server log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from scripts import tf_configs
+from scripts.catalog import MODEL_STORE, ROOT
+
+BINARY = "tensorflow_model_server"
+COMPOSE_FILE = ROOT / "docker" / "compose.yaml"
+COMPOSE_SERVICE = "tfserving"
+RUN_DIR = ROOT / ".run" / "tfserving"
+# The same variables docker/compose.yaml reads for its published ports.
+GRPC_PORT = int(os.environ.get("TFS_GRPC_PORT", "8500"))
+REST_PORT = int(os.environ.get("TFS_REST_PORT", "8501"))
+REST_URL = f"http://127.0.0.1:{REST_PORT}"
+
+
+class LaunchError(RuntimeError):
+    """TF Serving did not start, or a model did not become AVAILABLE."""
+
+
+def docker_answers() -> tuple[bool, str]:
+    """(True, "") when a Docker engine answers, else (False, why not)."""
+    if shutil.which("docker") is None:
+        return False, "no docker CLI on PATH"
+    try:
+        probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return False, "`docker info` did not answer within 20s"
+    if probe.returncode != 0:
+        lines = (probe.stderr or probe.stdout).strip().splitlines()
+        return False, f"no Docker engine answers ({lines[-1] if lines else 'docker info failed'})"
+    return True, ""
+
+
+def choose_mode(requested: str = "auto") -> tuple[str | None, str]:
+    """(mode, reason): mode is docker, native or None (skip, with the reason)."""
+    docker_ok, docker_why = docker_answers() if requested in ("auto", "docker") else (False, "")
+    native_ok = shutil.which(BINARY) is not None
+    if requested == "docker":
+        return ("docker", "") if docker_ok else (None, docker_why)
+    if requested == "native":
+        return ("native", "") if native_ok else (None, f"{BINARY} is not on PATH")
+    if docker_ok:
+        return "docker", ""
+    if native_ok:
+        return "native", ""
+    return None, f"{docker_why} and {BINARY} is not on PATH"
+
+
+def model_names() -> list[str]:
+    return [m.name for m in tf_configs.tfserving_models()]
+
+
+def check_model_store() -> None:
+    """Every version models.config serves must be on disk (`make archive` writes them)."""
+    missing = [
+        f"{m.name}/{v}" for m in tf_configs.tfserving_models()
+        for v in tf_configs.served_versions(m)
+        if not (MODEL_STORE / "tf" / m.name / str(v) / "saved_model.pb").is_file()
+    ]
+    if missing:
+        raise LaunchError(f"no SavedModel for {', '.join(missing)} in model_store/tf: run make archive")
+
+
+def available(model: str, rest_url: str = REST_URL) -> bool:
+    try:
+        reply = requests.get(f"{rest_url}/v1/models/{model}", timeout=3)
+    except requests.RequestException:
+        return False
+    if reply.status_code != 200:
+        return False
+    return any(v.get("state") == "AVAILABLE" for v in reply.json().get("model_version_status", []))
+
+
+def wait_available(timeout: float, proc: subprocess.Popen | None = None,
+                   log: Path | None = None, rest_url: str = REST_URL) -> None:
+    deadline = time.monotonic() + timeout
+    pending = model_names()
+    while pending:
+        if proc is not None and proc.poll() is not None:
+            raise LaunchError(f"{BINARY} exited with status {proc.returncode}; see {log}")
+        pending = [m for m in pending if not available(m, rest_url)]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise LaunchError(f"{', '.join(pending)} not AVAILABLE after {timeout:.0f}s"
+                              + (f"; see {log}" if log else ""))
+        time.sleep(1.0)
+
+
+def render_native(run_dir: Path = RUN_DIR) -> dict[str, Path]:
+    """The three config files for a native run; models.config points at the local store."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, text in tf_configs.render(prefix=str(MODEL_STORE)).items():
+        path = run_dir / name
+        path.write_text(text)
+        paths[name] = path
+    return paths
+
+
+def start_native(run_dir: Path, timeout: float) -> None:
+    check_model_store()
+    pid_file = run_dir / "server.json"
+    if pid_file.is_file() and _alive(json.loads(pid_file.read_text())["pid"]):
+        raise LaunchError(f"a native TF Serving from {run_dir} is already running; stop it first")
+    configs = render_native(run_dir)
+    cmd = [
+        shutil.which(BINARY),
+        f"--port={GRPC_PORT}",
+        f"--rest_api_port={REST_PORT}",
+        f"--model_config_file={configs[tf_configs.MODELS_CONFIG]}",
+        "--enable_batching=true",
+        f"--batching_parameters_file={configs[tf_configs.BATCHING_CONFIG]}",
+        f"--monitoring_config_file={configs[tf_configs.MONITORING_CONFIG]}",
+    ]
+    log = run_dir / "tfserving.log"
+    with open(log, "ab") as out:
+        # Own session: `stop` signals the whole group, and Ctrl-C in make does not reach it.
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file.write_text(json.dumps({"pid": proc.pid, "cmd": cmd}) + "\n")
+    try:
+        wait_available(timeout, proc, log)
+    except LaunchError:
+        stop_native(run_dir)
+        raise
+    print(f"[tfserving] native: {', '.join(model_names())} AVAILABLE; REST {REST_URL}, "
+          f"gRPC 127.0.0.1:{GRPC_PORT} (log {log.relative_to(ROOT)})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_native(run_dir: Path, timeout: float = 30.0) -> bool:
+    pid_file = run_dir / "server.json"
+    if not pid_file.is_file():
+        return False
+    pid = json.loads(pid_file.read_text())["pid"]
+    if not _alive(pid):
+        pid_file.unlink()
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink()
+    return True
+
+
+def _compose(*args: str) -> list[str]:
+    return ["docker", "compose", "-f", str(COMPOSE_FILE), "--profile", "cpu", *args]
+
+
+def start_docker(timeout: float) -> None:
+    check_model_store()
+    subprocess.run(_compose("up", "-d", COMPOSE_SERVICE), check=True)
+    wait_available(timeout)
+    print(f"[tfserving] docker: {', '.join(model_names())} AVAILABLE; REST {REST_URL}, "
+          f"gRPC 127.0.0.1:{GRPC_PORT}")
+
+
+def stop_docker() -> None:
+    subprocess.run(_compose("stop", COMPOSE_SERVICE), check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("--mode", choices=["auto", "docker", "native"], default="auto")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+
+    if args.command == "status":
+        states = {m: available(m) for m in model_names()}
+        for name, ok in states.items():
+            print(f"[tfserving] {name}: {'AVAILABLE' if ok else 'not available'} at {REST_URL}")
+        return 0 if all(states.values()) else 1
+
+    if args.command == "stop":
+        # A native instance is found by its pid file whatever the mode; docker only if it answers.
+        stopped = stop_native(args.run_dir)
+        if args.mode in ("auto", "docker") and docker_answers()[0]:
+            stop_docker()
+            stopped = True
+        print(f"[tfserving] {'stopped' if stopped else 'nothing to stop'}")
+        return 0
+
+    mode, reason = choose_mode(args.mode)
+    if mode is None:
+        print(f"[tfserving] TF Serving skipped: {reason}.")
+        return 0
+    try:
+        if mode == "docker":
+            start_docker(args.timeout)
+        else:
+            start_native(args.run_dir, args.timeout)
+    except (LaunchError, subprocess.CalledProcessError) as exc:
+        print(f"[tfserving] {mode} start failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
