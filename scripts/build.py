@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,9 @@ def build_mar(model: Model) -> None:
         tmp_store = stage / "out"
         tmp_store.mkdir()
         archiver = Path(sys.executable).with_name("torch-model-archiver")
+        # The archiver stages files in $TMPDIR/<model name>: one TMPDIR per build, so two
+        # builds at once (make archive beside a test session) cannot collide.
+        env = {**os.environ, "TMPDIR": str(stage)}
         subprocess.run(
             [
                 str(archiver),
@@ -92,6 +96,7 @@ def build_mar(model: Model) -> None:
                 "--force",
             ],
             check=True,
+            env=env,
         )
         model.mar_path.parent.mkdir(parents=True, exist_ok=True)
         # Replace atomically: a server reading the store never sees a half-written archive.

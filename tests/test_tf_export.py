@@ -13,7 +13,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import tensorflow as tf  # noqa: E402  (after torch, see conftest.py)
@@ -40,19 +39,6 @@ def loaded(model):
 @pytest.fixture(scope="module")
 def torch_net(model):
     return export_tf.torch_network(model)
-
-
-def _reference_pixels(rgb: np.ndarray, model: catalog.Model) -> torch.Tensor:
-    """The catalog input contract with torch ops: NCHW float32 [1, 3, size, size]."""
-    spec = model.input
-    size = int(spec["size"])
-    h, w = rgb.shape[:2]
-    side = max(1, round(min(h, w) * float(spec["crop_fraction"])))
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = torch.from_numpy(np.ascontiguousarray(rgb[top : top + side, left : left + side]))
-    x = crop.permute(2, 0, 1).unsqueeze(0).float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (x - float(spec["mean"])) / float(spec["std"])
 
 
 def _torch_probabilities(net, pixels: torch.Tensor) -> np.ndarray:
@@ -131,13 +117,13 @@ def test_labels_follow_class_ids(model, loaded, sample_images):
 
 
 def test_batch_of_mixed_formats(model, loaded, sample_images):
-    """PNG/BMP of the same pixels answer like the JPEG; RGBA, grayscale and GIF decode to 3
+    """PNG/BMP/WebP of the same pixels answer like the JPEG; RGBA, grayscale and GIF decode to 3
     channels; a batch mixes formats and sizes freely."""
     rgb = _rgb(sample_images["cat"])
 
-    def encode(image: Image.Image, fmt: str) -> bytes:
+    def encode(image: Image.Image, fmt: str, **options) -> bytes:
         buf = io.BytesIO()
-        image.save(buf, format=fmt)
+        image.save(buf, format=fmt, **options)
         return buf.getvalue()
 
     photo = Image.fromarray(rgb)
@@ -149,6 +135,7 @@ def test_batch_of_mixed_formats(model, loaded, sample_images):
         encode(photo, "BMP"),
         encode(opaque, "PNG"),
         encode(photo.convert("L"), "PNG"),
+        encode(photo, "WEBP", lossless=True),
         encode(photo, "GIF"),
         sample_images["coffee"].read_bytes(),
     ]
@@ -156,10 +143,10 @@ def test_batch_of_mixed_formats(model, loaded, sample_images):
     probs = out["probabilities"].numpy()
     ids = out["class_ids"].numpy()
     assert probs.shape == (len(batch), model.topk)
-    for row in (1, 2, 3):  # lossless copies of the decoded JPEG pixels
+    for row in (1, 2, 3, 5):  # lossless copies of the decoded JPEG pixels
         np.testing.assert_array_equal(ids[row], ids[0])
         np.testing.assert_allclose(probs[row], probs[0], atol=1e-5)
-    assert ids[6][0] in samples.PHOTOS["coffee"][1]
+    assert ids[7][0] in samples.PHOTOS["coffee"][1]
 
 
 def test_transparent_pixels_are_white(model, loaded):
@@ -210,7 +197,7 @@ def test_agreement_with_pytorch(model, loaded, torch_net, sample_images):
     figures = {"pixels": {"matches": 0, "max_abs_dp": 0.0},
                "serving_default": {"matches": 0, "max_abs_dp": 0.0}}
     for name, path in sorted(sample_images.items()):
-        pixels = _reference_pixels(_rgb(path), model)
+        pixels = export_tf.torch_pixels(_rgb(path), model)
         ref = _torch_probabilities(torch_net, pixels)[0]
         runs = {
             "pixels": loaded.signatures["pixels"](
@@ -237,13 +224,54 @@ def test_agreement_with_pytorch(model, loaded, torch_net, sample_images):
         for sig, fig in figures.items()))
 
 
+def _handler_cases(cat: Image.Image) -> dict[str, bytes]:
+    def save(image: Image.Image, fmt: str, **options) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, format=fmt, **options)
+        return buf.getvalue()
+
+    translucent = np.asarray(cat.convert("RGBA")).copy()
+    translucent[:, : cat.width // 2, 3] = 60
+    return {
+        # JPEG draft decoding at 1/8, 1/4 and full DCT scale, and an upscaled small photo
+        "jpeg-4100px": save(cat.resize((4100, 2730)), "JPEG", quality=92),
+        "jpeg-2300px": save(cat.resize((2300, 1530)), "JPEG", quality=92),
+        "jpeg-150px": save(cat.resize((150, 100)), "JPEG", quality=92),
+        "png-translucent": save(Image.fromarray(translucent), "PNG"),
+        "png-gray-alpha": save(cat.convert("LA"), "PNG"),
+    }
+
+
+def test_same_answers_as_the_torchserve_handler(model, loaded, torch_net, sample_images):
+    """The graph's decode/crop/resize/scale against the TorchServe handler's own preprocessing
+    (handlers/images.py) on cases the sample photos do not cover."""
+    from handlers import images as handler_images
+
+    spec = model.input
+    size, fraction = int(spec["size"]), float(spec["crop_fraction"])
+    with Image.open(sample_images["cat"]) as cat:
+        cases = _handler_cases(cat.convert("RGB"))
+    out = loaded.signatures["serving_default"](images=tf.constant(list(cases.values())))
+    for row, (name, data) in enumerate(cases.items()):
+        rgb = handler_images.decode(data, int(spec["max_image_pixels"]),
+                                    handler_images.draft_side(size, fraction))
+        pixels = handler_images.to_model_input(rgb, size, fraction, float(spec["mean"]),
+                                               float(spec["std"]), torch.device("cpu"))
+        ref = _torch_probabilities(torch_net, pixels.unsqueeze(0))[0]
+        single = {key: value[row : row + 1] for key, value in out.items()}
+        matches, diff = _compare(ref, single, model.topk)
+        assert matches == model.topk, name
+        assert diff < MAX_PROB_DIFF, f"{name}: max |dp| = {diff:.2e}"
+
+
 # --------------------------------------------------------------------------- bad input
 
 
 @pytest.mark.parametrize(
     "bad, index",
-    [(b"definitely not an image", 1), (b"", 0), (b"\x00" * 64, 2)],
-    ids=["text", "empty", "zeros"],
+    [(b"definitely not an image", 1), (b"", 0), (b"\x00" * 64, 2), (b"\x89PNG garbage", 1),
+     (b"RIFF", 2)],
+    ids=["text", "empty", "zeros", "png-prefix", "riff-prefix"],
 )
 def test_bad_bytes_give_a_clear_invalid_argument(model, loaded, sample_images, bad, index):
     good = sample_images["cat"].read_bytes()
@@ -252,7 +280,7 @@ def test_bad_bytes_give_a_clear_invalid_argument(model, loaded, sample_images, b
     with pytest.raises(tf.errors.InvalidArgumentError) as err:
         loaded.signatures["serving_default"](images=tf.constant(batch))
     message = err.value.message
-    assert f"images[{index}] is not a JPEG, PNG, GIF or BMP image ({len(bad)} bytes)" in message
+    assert f"images[{index}] is not a {export_tf.FORMATS} image ({len(bad)} bytes)" in message
 
 
 def test_truncated_jpeg_is_an_invalid_argument(loaded, sample_images):

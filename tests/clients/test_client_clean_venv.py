@@ -1,0 +1,83 @@
+"""The client as an application gets it: a wheel installed into a fresh venv with only its own
+dependencies (no torch, no TensorFlow, no grpc), then the README's quickstart app and the
+console script make REST predictions against the session's real TorchServe.
+
+Offline-friendly: the wheel is built from this checkout without build isolation, and the
+dependencies come from pip's configured local wheel directories / index (constrained to the
+bundle's pins in requirements.txt, the versions the rest of the tests use).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.clients.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+FORBIDDEN = ("torch", "tensorflow", "grpc", "PIL", "requests")
+
+
+def _run(cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    assert result.returncode == 0, f"{cmd}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def clean_venv(tmp_path_factory, grpc_stubs) -> Path:
+    tmp = tmp_path_factory.mktemp("clean-venv")
+    started = time.monotonic()
+    # Build from a copy so setuptools' in-place build output stays out of the checkout.
+    src = tmp / "src"
+    shutil.copytree(ROOT / "clients", src, ignore=shutil.ignore_patterns(
+        "build", "dist", "*.egg-info", "__pycache__"))
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+          "-w", str(tmp / "dist"), str(src)])
+    (wheel,) = (tmp / "dist").glob("serving_bundle_client-*.whl")
+    venv = tmp / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+          "-c", str(ROOT / "requirements.txt"), str(wheel)], timeout=600)
+    print(f"clean venv ready in {time.monotonic() - started:.1f}s")
+    return venv
+
+
+def test_only_the_clients_own_dependencies(clean_venv, tmp_path):
+    probe = ("import importlib.util, clients; "
+             f"print(clients.__file__); print([m for m in {FORBIDDEN!r} "
+             "if importlib.util.find_spec(m)])")
+    out = _run([str(clean_venv / "bin" / "python"), "-c", probe], cwd=tmp_path).stdout
+    path, missing = out.strip().splitlines()
+    assert str(clean_venv) in path  # the installed wheel, not the checkout
+    assert missing == "[]"
+
+
+def test_readme_quickstart_app_as_written(clean_venv, ts_env):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TORCHSERVE_")},
+           "TORCHSERVE_URL": ts_env["TORCHSERVE_URL"],
+           "TORCHSERVE_KEY_FILE": ts_env["TORCHSERVE_KEY_FILE"]}
+    out = _run([str(clean_venv / "bin" / "python"),
+                str(ROOT / "clients" / "examples" / "quickstart.py")], cwd=ROOT, env=env).stdout
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and "cat" in lines[0], out
+
+
+def test_console_script_predicts(clean_venv, ts_env, sample_images):
+    out = _run([str(clean_venv / "bin" / "serving-client"), "predict",
+                str(sample_images["coffee"]), "--topk", "1"], env={**os.environ, **ts_env}).stdout
+    assert "espresso" in out
+
+
+def test_grpc_without_the_extra_says_how_to_get_it(clean_venv, tmp_path):
+    probe = ("from clients import TorchServeGrpcClient, ConfigurationError\n"
+             "try:\n    TorchServeGrpcClient()\n"
+             "except ConfigurationError as exc:\n    print(exc)\n")
+    out = _run([str(clean_venv / "bin" / "python"), "-c", probe], cwd=tmp_path).stdout
+    assert "serving-bundle-client[grpc]" in out

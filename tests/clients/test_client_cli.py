@@ -1,0 +1,89 @@
+"""`python -m clients` end to end: against the real TorchServe and the TF Serving test double."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.clients.conftest import EXPECTED, MODEL, ROOT
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("TORCHSERVE_", "TFSERVING_"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "clients", *args], cwd=ROOT, env=full_env,
+                          input=stdin, capture_output=True, timeout=timeout)
+
+
+def test_predict_table(ts_env, sample_images):
+    result = run_cli("predict", str(sample_images["cat"]), str(sample_images["coffee"]),
+                     "--topk", "2", env=ts_env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "rank" in out and "probability" in out and "espresso" in out
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_predict_json_from_stdin(ts_env, sample_images, protocol):
+    result = run_cli("predict", "-", "--json", "--protocol", protocol, "--topk", "1",
+                     "--version", "1.0", env=ts_env, stdin=sample_images["coffee"].read_bytes())
+    assert result.returncode == 0, result.stderr
+    (doc,) = json.loads(result.stdout)
+    assert doc["input"] == "<stdin>"
+    assert doc["predictions"][0]["class_index"] in EXPECTED["coffee"]
+
+
+def test_models_health_metrics(ts_env):
+    models = run_cli("models", "--json", env=ts_env)
+    assert models.returncode == 0, models.stderr
+    assert json.loads(models.stdout)[0]["model"] == MODEL
+    health = run_cli("health", "--protocol", "grpc", env=ts_env)
+    assert health.returncode == 0 and "READY" in health.stdout.decode()
+    metrics = run_cli("metrics", "--json", "--name", "ts_inference_requests_total", env=ts_env)
+    assert metrics.returncode == 0, metrics.stderr
+    assert all(s["name"] == "ts_inference_requests_total" for s in json.loads(metrics.stdout))
+
+
+def test_failures_exit_non_zero_with_one_line(ts_env, sample_images):
+    cases = {
+        "unknown model": (["predict", str(sample_images["cat"]), "--model", "nope"], 1),
+        "bad image": (["predict", str(ROOT / "config" / "models.yaml")], 1),
+        "missing file": (["predict", "/no/such/file.jpg"], 1),
+        "not ready": (["health", "--model", "nope"], 3),
+    }
+    for name, (args, code) in cases.items():
+        result = run_cli(*args, env=ts_env)
+        assert result.returncode == code, (name, result.stderr)
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, lines)
+    bad_token = run_cli("predict", str(sample_images["cat"]),
+                        env={**ts_env, "TORCHSERVE_KEY_FILE": "", "TORCHSERVE_TOKEN": "nope"})
+    assert bad_token.returncode == 1 and b"Unauthorized" in bad_token.stderr
+    refused = run_cli("health", "--url", "http://127.0.0.1:9", "--management-url",
+                      "http://127.0.0.1:9", "--retries", "0")
+    assert refused.returncode == 1 and b"ConnectionFailed" in refused.stderr
+
+
+def test_usage_error_exits_2():
+    assert run_cli("predict").returncode == 2
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_tfserving_predict_and_health(tfserving_double, sample_images, protocol):
+    env = {"TFSERVING_URL": tfserving_double.rest_url,
+           "TFSERVING_GRPC_TARGET": tfserving_double.grpc_target}
+    result = run_cli("predict", str(sample_images["cat"]), "--server", "tfserving",
+                     "--protocol", protocol, "--label", "stable", "--json", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["predictions"][0]["class_index"] in EXPECTED["cat"]
+    health = run_cli("health", "--server", "tfserving", "--protocol", protocol, "--version", "1",
+                     env=env, timeout=300)
+    assert health.returncode == 0, health.stderr
+    models = run_cli("models", "--server", "tfserving", env=env)
+    assert b"AVAILABLE" in models.stdout
