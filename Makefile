@@ -20,7 +20,8 @@ DOCKER_ANSWERS = docker info >/dev/null 2>&1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv archive serve stop status key test bench clean \
-        docker-build up up-gpu up-monitoring down
+        docker-build up up-gpu up-monitoring down tf-configs tf-reload e2e-tfserving \
+        client-stubs client-wheel bench-clients
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -35,8 +36,21 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)  ## create .venv with the pinned requirements
 
-archive: $(STAMP)  ## build .mar archives, SavedModels and sample photos (skips what is up to date)
+# TorchServe gRPC stubs of the client, generated from the installed torchserve's
+# model-server.jar (+ googleapis-common-protos' google/rpc/status.proto); never committed.
+CLIENT_STUBS := clients/_generated/inference_pb2.py
+
+$(CLIENT_STUBS): $(STAMP) clients/build_protos.py
+	$(PY) -m clients.build_protos
+
+client-stubs: $(CLIENT_STUBS)  ## generate the client's TorchServe gRPC stubs (clients/_generated)
+
+client-wheel: $(CLIENT_STUBS)  ## build the client wheel, stubs included, into dist/
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist ./clients
+
+archive: $(STAMP) $(CLIENT_STUBS)  ## build .mar archives, SavedModels, TF Serving configs, sample photos (skips what is up to date)
 	$(PY) -m scripts.build
+	$(PY) -m scripts.tf_configs
 
 serve: archive  ## start the servers (Docker when an engine answers, else native); returns when READY
 	@if $(DOCKER_ANSWERS); then \
@@ -53,6 +67,7 @@ stop:  ## stop the servers started by make serve
 status:  ## worker status of the running servers
 	@if $(DOCKER_ANSWERS); then $(COMPOSE) --profile cpu --profile gpu ps; fi
 	-$(PY) -m scripts.torchserve status
+	-$(PY) -m scripts.tfserving status
 
 key:  ## print the inference key of the running TorchServe (container or native)
 	@if $(DOCKER_ANSWERS) && [ -n "$$($(COMPOSE) --profile cpu ps -q torchserve)" ]; then \
@@ -60,11 +75,25 @@ key:  ## print the inference key of the running TorchServe (container or native)
 	    'import json; print(json.load(open("key_file.json"))["inference"]["key"])'; \
 	else $(PY) -m scripts.torchserve key; fi
 
-test: $(STAMP)  ## install everything and run every test
+test: $(STAMP) $(CLIENT_STUBS)  ## install everything and run every test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+tf-configs: $(STAMP)  ## regenerate config/tfserving/* from config/models.yaml
+	$(PY) -m scripts.tf_configs
+
+tf-reload: archive  ## apply the catalog's versions and labels to the running TF Serving (gRPC)
+	$(PY) -m scripts.tfserving reload
+
+e2e-tfserving: $(STAMP)  ## tests against a running TF Serving (TFSERVING_REST_URL / TFSERVING_GRPC_TARGET)
+	TFSERVING_REST_URL=$${TFSERVING_REST_URL:-http://127.0.0.1:8501} \
+	TFSERVING_GRPC_TARGET=$${TFSERVING_GRPC_TARGET:-127.0.0.1:8500} \
+	$(PY) -m pytest tests/test_tfserving_e2e.py -ra
 
 bench: archive  ## cold start, latency and throughput against a fresh TorchServe on free ports
 	$(PY) -m scripts.bench
+
+bench-clients: archive  ## client overhead per request: client vs requests/urllib3/curl, REST vs gRPC
+	$(PY) -m scripts.bench_clients
 
 docker-build:  ## build the Docker images (cpu and gpu) FROM the pinned official images
 	$(COMPOSE) --profile cpu --profile gpu build
@@ -84,4 +113,6 @@ down:  ## stop and remove the Docker containers of every profile (volumes are ke
 	$(COMPOSE) --profile cpu --profile gpu --profile monitoring down
 
 clean: stop  ## remove build output (keeps .venv)
-	rm -rf build samples .run model_store/*.mar model_store/tf
+	rm -rf build samples .run model_store/*.mar model_store/tf dist \
+	  clients/_generated/*_pb2.py clients/_generated/*_pb2_grpc.py clients/_generated/*_pb2.pyi \
+	  clients/build clients/*.egg-info

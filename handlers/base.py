@@ -99,6 +99,16 @@ class BatchHandler(BaseHandler):
         return output
 
     # -- request handling ---------------------------------------------------------------------
+    @staticmethod
+    def _is_grpc(context, idx: int) -> bool:
+        """A REST request carries its HTTP headers (Host, Content-Length, ...) as strings; a gRPC
+        request only has the per-input content-type entries, which are dicts."""
+        try:
+            properties = context.request_processor[idx].get_request_properties()
+        except (AttributeError, IndexError, TypeError):
+            return False
+        return not any(isinstance(value, str) for value in properties.values())
+
     def _header_params(self, context, idx: int) -> dict[str, str]:
         """Parameters sent as X-<Name> headers (TorchServe drops the query string of
         /predictions requests, so a header is the way to pass one alongside a raw body)."""
@@ -129,6 +139,11 @@ class BatchHandler(BaseHandler):
         accepted = []
         for idx, row in enumerate(data):
             context.set_response_content_type(idx, "application/json")
+            if self._is_grpc(context, idx):
+                # TorchServe 0.12's gRPC StreamPredictions needs this header or its frontend
+                # hits a NullPointerException and restarts the worker; on REST it must be absent
+                # (REST answers would hang).
+                context.set_response_header(idx, "ts_stream_next", "false")
             try:
                 accepted.append((idx, *self._decode(row, self._header_params(context, idx))))
             except RequestError as err:

@@ -38,7 +38,8 @@ def fingerprint(model: Model, server: str, extra_files: list[Path] = ()) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(asdict(model), sort_keys=True, default=str).encode())
     digest.update(server.encode())
-    for dist in ("torch", "torch-model-archiver", "tensorflow-cpu"):
+    for dist in ("torch", "torch-model-archiver", "tensorflow-cpu", "keras",
+                 "efficientnet-lite-pytorch"):
         try:
             digest.update(f"{dist}={metadata.version(dist)}".encode())
         except metadata.PackageNotFoundError:

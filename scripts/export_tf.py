@@ -7,13 +7,15 @@ Contract
   the SavedModel is written into a hidden, non-numeric sibling folder (TF Serving only loads
   numeric folders, so it never sees a half-written version) and renamed into place.
 - Signatures (k = the catalog's `topk`, fixed in the graph):
-    serving_default  images: tf.string [N] encoded JPEG/PNG/GIF/BMP (REST: {"b64": "..."})
+    serving_default  images: tf.string [N] encoded JPEG/PNG/GIF/BMP/WebP (REST: {"b64": "..."})
     pixels           pixels: float32 [N, size, size, 3], already preprocessed
   both return class_ids int32 [N, k], labels string [N, k], probabilities float32 [N, k]
   (softmax, best first).
 - Preprocessing in the graph is the catalog's `input` contract, identical to the TorchServe
-  handler: RGB (3 channels forced, first GIF frame), central square crop of side
+  handler (handlers/images.py): RGB (gray expanded, alpha composited on white, first GIF frame,
+  large JPEGs decoded at PIL's draft DCT scale), central square crop of side
   round(min(h, w) * crop_fraction), bilinear antialiased resize to size x size, (x - mean) / std.
+  Not replicated: EXIF orientation, TIFF, the max_image_pixels check before decoding.
 - Bytes that are not an image fail the whole request with InvalidArgument (TF Serving: HTTP 400)
   and a message naming the instance index.
 - `assets.extra/tf_serving_warmup_requests` holds one PredictionLog per signature.
@@ -40,10 +42,17 @@ SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_PIXELS = "pixels"
 OUTPUTS = ("class_ids", "labels", "probabilities")
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
-# Leading bytes of the formats tf.io.decode_image understands; checked first so that a bad
-# instance is reported with its index and the accepted formats instead of a decoder error.
-MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
-FORMATS = "JPEG, PNG, GIF or BMP"
+# Signatures of the formats both tf.io.decode_image and the TorchServe handler (PIL) decode, as
+# (offset, bytes) pairs that must all match; checked first so that a bad instance is reported
+# with its index and the accepted formats instead of a decoder error.
+MAGIC = (
+    ((0, b"\xff\xd8\xff"),),  # JPEG
+    ((0, b"\x89PNG\r\n\x1a\n"),),  # PNG
+    ((0, b"GIF8"),),  # GIF87a / GIF89a
+    ((0, b"BM"),),  # BMP
+    ((0, b"RIFF"), (8, b"WEBP")),  # WebP
+)
+FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 
 
 def sources() -> list[Path]:
@@ -62,6 +71,23 @@ def torch_network(model: Model):
     state = torch.load(model.weights.verified(), weights_only=True, map_location="cpu")
     net.load_state_dict(state)
     return net.eval()
+
+
+def torch_pixels(rgb: np.ndarray, model: Model):
+    """Reference preprocessing with torch ops (HxWx3 uint8 RGB -> NCHW float32 [1, 3, size,
+    size]): the catalog input contract as the TorchServe handler computes it, used to check the
+    TF graph's answers against PyTorch."""
+    import torch.nn.functional as F
+
+    spec = model.input
+    size = int(spec["size"])
+    h, w = rgb.shape[:2]
+    side = max(1, round(min(h, w) * float(spec["crop_fraction"])))
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = torch.from_numpy(np.ascontiguousarray(rgb[top : top + side, left : left + side]))
+    x = crop.permute(2, 0, 1).unsqueeze(0).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return (x - float(spec["mean"])) / float(spec["std"])
 
 
 def _np(t) -> np.ndarray:
@@ -99,12 +125,15 @@ class _Porter:
         if depthwise:
             if conv.groups != conv.in_channels or conv.out_channels != conv.in_channels:
                 raise NotImplementedError(f"{name}: grouped conv that is not depthwise")
-            layer = self.layers.DepthwiseConv2D((kh, kw), stride, "valid", use_bias=False, name=name)
+            layer = self.layers.DepthwiseConv2D(
+                (kh, kw), stride, "valid", use_bias=False, name=name
+            )
             # torch [C, 1, kh, kw] -> keras [kh, kw, C, 1]
             kernel = _np(conv.weight).transpose(2, 3, 0, 1)
         else:
             layer = self.layers.Conv2D(
-                conv.out_channels, (kh, kw), stride, "valid", use_bias=conv.bias is not None, name=name
+                conv.out_channels, (kh, kw), stride, "valid",
+                use_bias=conv.bias is not None, name=name,
             )
             # torch [out, in, kh, kw] -> keras [kh, kw, in, out]
             kernel = _np(conv.weight).transpose(2, 3, 1, 0)
@@ -178,17 +207,50 @@ def keras_network(net, size: int):
 # --------------------------------------------------------------------------- serving graph
 
 
-def _decode_one(data, index, size: int, crop_fraction: float, mean: float, std: float):
-    """Encoded image bytes -> preprocessed float32 [size, size, 3] (the catalog input contract)."""
+def _decode_jpeg_draft(data, min_side: int):
+    """A JPEG decoded at the reduced DCT scale the handler's PIL draft mode picks: the largest
+    of 1/8, 1/4, 1/2, 1 that keeps both sides >= min_side. libjpeg does the scaling in both
+    cases, so large photos give the same pixels (and are much cheaper to decode)."""
     import tensorflow as tf
 
+    shape = tf.io.extract_jpeg_shape(data)
+    scale = tf.minimum(shape[0] // min_side, shape[1] // min_side)
+    branch = tf.where(scale >= 8, 3, tf.where(scale >= 4, 2, tf.where(scale >= 2, 1, 0)))
+    return tf.switch_case(
+        branch,
+        [
+            # ratio is an op attribute, hence one branch per scale.
+            lambda r=ratio: tf.io.decode_jpeg(
+                data, channels=0, ratio=r, dct_method="INTEGER_ACCURATE"
+            )
+            for ratio in (1, 2, 4, 8)
+        ],
+    )
+
+
+def _decode_one(data, index, size: int, crop_fraction: float, mean: float, std: float):
+    """Encoded image bytes -> preprocessed float32 [size, size, 3] (the catalog input contract)."""
+    import math
+
+    import tensorflow as tf
+
+    # The smallest image side whose central crop still covers size pixels (handler: draft_side).
+    min_side = math.ceil(size / crop_fraction)
+
+    length = tf.strings.length(data)
+
+    def at(offset: int, magic: bytes):
+        # substr needs pos <= length; shorter inputs simply do not match.
+        safe = tf.minimum(offset, length)
+        return tf.equal(tf.strings.substr(data, safe, len(magic)), magic)
+
     known = tf.reduce_any(
-        tf.stack([tf.equal(tf.strings.substr(data, 0, len(m)), m) for m in MAGIC])
+        tf.stack([tf.reduce_all(tf.stack([at(o, m) for o, m in fmt])) for fmt in MAGIC])
     )
     message = tf.strings.format(
-        "images[{}] is not a " + FORMATS + " image ({} bytes); send the encoded file "
-        "(REST: base64 in a \"b64\" field)",
-        (index, tf.strings.length(data)),
+        "images[{}] is not a " + FORMATS + " image ({} bytes); send the encoded file bytes "
+        "(in REST JSON: base64 under the key b64)",
+        (index, length),
     )
     check = tf.debugging.Assert(known, [message], name="check_image_format")
     with tf.control_dependencies([check]):
@@ -198,7 +260,7 @@ def _decode_one(data, index, size: int, crop_fraction: float, mean: float, std: 
         # expand_animations=False: a GIF yields its first frame, like PIL.
         image = tf.cond(
             tf.io.is_jpeg(data),
-            lambda: tf.io.decode_jpeg(data, channels=0, dct_method="INTEGER_ACCURATE"),
+            lambda: _decode_jpeg_draft(data, min_side),
             lambda: tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8),
         )
     image.set_shape([None, None, None])
@@ -244,8 +306,8 @@ class Servable:
     def _outputs(self, pixels):
         import tensorflow as tf
 
-        # The convolution kernels reject an empty batch, so an empty request skips the network
-        # and answers [0, k] outputs instead of an internal shape error.
+        # The Keras graph fails on an empty batch (a BatchNorm shape error), so an empty request
+        # skips the network and answers [0, k] outputs.
         classes = len(self.labels)
         logits = tf.cond(
             tf.shape(pixels)[0] > 0,
@@ -315,10 +377,9 @@ def write_savedmodel(model: Model, target: Path) -> None:
     network = keras_network(torch_network(model), size)
     servable = Servable(model, network, catalog.labels(model))
     module = tf.Module()
-    # Attributes make the Keras variables part of the saved object graph.
-    module.network = network
-    module.serve_images = servable.serve_images
-    module.serve_pixels = servable.serve_pixels
+    # Only the variables are tracked (not the Keras model object): the signatures are all TF
+    # Serving calls, and leaving out Keras' own saved functions halves saved_model.pb.
+    module.network_variables = [weight.value for weight in network.weights]
     signatures = {
         SIGNATURE_IMAGES: servable.serve_images.get_concrete_function(),
         SIGNATURE_PIXELS: servable.serve_pixels.get_concrete_function(),

@@ -6,8 +6,8 @@
 Files (text protos, committed; regenerating must give identical bytes):
     models.config       ModelServerConfig: model_config_list, one entry per catalog model whose
                         `servers` include tfserving; base_path = <prefix>/tf/<name>;
-                        model_version_policy.specific = tf_version + every labelled version;
-                        version_labels from the catalog's tfserving.version_labels.
+                        model_version_policy.specific = tf_version + every labelled version +
+                        tfserving.keep_versions; version_labels from tfserving.version_labels.
     batching.config     BatchingParameters for --enable_batching --batching_parameters_file.
     monitoring.config   MonitoringConfig: Prometheus metrics on the REST port.
 
@@ -27,7 +27,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
 from tensorflow_serving.config import model_server_config_pb2
 
 from scripts import catalog
@@ -44,8 +50,8 @@ HEADER = (
     "# {what}\n"
 )
 
-# Defaults for settings the catalog's `tfserving:` section may override. Batch size and delay
-# fall back to the model's TorchServe settings so both servers batch alike.
+# Defaults for settings the catalog's `tfserving:` section may override (max_batch_size and
+# batch_timeout_micros default to max_instances_per_request and the TorchServe batch delay).
 DEFAULT_NUM_BATCH_THREADS = 2
 DEFAULT_MAX_ENQUEUED_BATCHES = 100
 
@@ -115,10 +121,24 @@ def version_labels(model: Model) -> dict[str, int]:
     return out
 
 
+def keep_versions(model: Model) -> list[int]:
+    """Optional catalog field tfserving.keep_versions: versions to keep loaded without a label
+    (a label may only be moved onto a version that is already loaded, so a rollback target is
+    loaded first, labelled in a second step)."""
+    versions = model.tfserving.get("keep_versions") or []
+    for version in versions:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise catalog.CatalogError(
+                f"model {model.name!r}: tfserving.keep_versions must list positive integer "
+                f"versions, got {version!r}"
+            )
+    return list(versions)
+
+
 def served_versions(model: Model) -> list[int]:
-    """Versions TF Serving keeps loaded: the built one plus every labelled one (a label may only
-    point at a loaded version)."""
-    return sorted({model.tf_version, *version_labels(model).values()})
+    """Versions TF Serving keeps loaded: the built one (tf_version), every labelled one and
+    keep_versions."""
+    return sorted({model.tf_version, *version_labels(model).values(), *keep_versions(model)})
 
 
 def model_server_config(models: list[Model], prefix: str = DEFAULT_PREFIX):
@@ -141,8 +161,11 @@ def batching_parameters(models: list[Model]):
         return int(model.tfserving.get(key, default))
 
     params = BatchingParameters()
+    # TF Serving counts a batch in instances (TorchServe: in requests) and rejects a request
+    # with more instances than max_batch_size, so the default is the catalog's per-request
+    # limit: every request the TorchServe handler accepts fits, larger ones are refused alike.
     params.max_batch_size.value = max(
-        setting(m, "max_batch_size", m.torchserve.batch_size) for m in models
+        setting(m, "max_batch_size", m.max_instances_per_request) for m in models
     )
     params.batch_timeout_micros.value = max(
         setting(m, "batch_timeout_micros", m.torchserve.max_batch_delay_ms * 1000) for m in models
@@ -175,7 +198,8 @@ def render(models: list[Model] | None = None, prefix: str = DEFAULT_PREFIX) -> d
     return {
         MODELS_CONFIG: _text(
             model_server_config(models, prefix),
-            f"--model_config_file; base paths under {prefix} (the model store as TF Serving sees it)",
+            f"--model_config_file; base paths under {prefix} "
+            "(the model store as TF Serving sees it)",
         ),
         BATCHING_CONFIG: _text(
             batching_parameters(models), "--enable_batching --batching_parameters_file"

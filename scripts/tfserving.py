@@ -3,6 +3,7 @@
     python -m scripts.tfserving start [--mode auto|docker|native] [--timeout S]
     python -m scripts.tfserving stop  [--mode auto|docker|native]
     python -m scripts.tfserving status
+    python -m scripts.tfserving reload [--grpc-target HOST:PORT]
 
 Where TF Serving runs (auto = the first that applies):
 1. docker  a Docker engine answers (`docker info` succeeds): `docker compose -f docker/compose.yaml
@@ -19,6 +20,10 @@ Where TF Serving runs (auto = the first that applies):
 
 `start` returns once every TF Serving model of the catalog has a version AVAILABLE
 (GET /v1/models/<name>), or fails naming the model and the server log.
+
+`reload` sends the current models.config to the running server (gRPC ModelService
+HandleReloadConfigRequest): versions and version labels change without a restart. A native
+server gets base paths under the local store, any other the committed /models ones.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +39,7 @@ from pathlib import Path
 
 import requests
 
-from scripts import tf_configs
+from scripts import processes, tf_configs
 from scripts.catalog import MODEL_STORE, ROOT
 
 BINARY = "tensorflow_model_server"
@@ -93,7 +97,9 @@ def check_model_store() -> None:
         if not (MODEL_STORE / "tf" / m.name / str(v) / "saved_model.pb").is_file()
     ]
     if missing:
-        raise LaunchError(f"no SavedModel for {', '.join(missing)} in model_store/tf: run make archive")
+        raise LaunchError(
+            f"no SavedModel for {', '.join(missing)} in model_store/tf: run make archive"
+        )
 
 
 def available(model: str, rest_url: str = REST_URL) -> bool:
@@ -135,8 +141,7 @@ def render_native(run_dir: Path = RUN_DIR) -> dict[str, Path]:
 
 def start_native(run_dir: Path, timeout: float) -> None:
     check_model_store()
-    pid_file = run_dir / "server.json"
-    if pid_file.is_file() and _alive(json.loads(pid_file.read_text())["pid"]):
+    if native_running(run_dir):
         raise LaunchError(f"a native TF Serving from {run_dir} is already running; stop it first")
     configs = render_native(run_dir)
     cmd = [
@@ -149,50 +154,26 @@ def start_native(run_dir: Path, timeout: float) -> None:
         f"--monitoring_config_file={configs[tf_configs.MONITORING_CONFIG]}",
     ]
     log = run_dir / "tfserving.log"
-    with open(log, "ab") as out:
-        # Own session: `stop` signals the whole group, and Ctrl-C in make does not reach it.
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    pid_file.write_text(json.dumps({"pid": proc.pid, "cmd": cmd}) + "\n")
+    proc = processes.spawn(cmd, log)
     try:
+        (run_dir / "server.json").write_text(json.dumps({"pid": proc.pid, "cmd": cmd}) + "\n")
         wait_available(timeout, proc, log)
-    except LaunchError:
-        stop_native(run_dir)
+    except BaseException:
+        # Never leave a server behind that `stop` could not find.
+        processes.stop_group(proc.pid, 30)
+        (run_dir / "server.json").unlink(missing_ok=True)
         raise
     print(f"[tfserving] native: {', '.join(model_names())} AVAILABLE; REST {REST_URL}, "
-          f"gRPC 127.0.0.1:{GRPC_PORT} (log {log.relative_to(ROOT)})")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+          f"gRPC 127.0.0.1:{GRPC_PORT} (log {log})")
 
 
 def stop_native(run_dir: Path, timeout: float = 30.0) -> bool:
     pid_file = run_dir / "server.json"
     if not pid_file.is_file():
         return False
-    pid = json.loads(pid_file.read_text())["pid"]
-    if not _alive(pid):
-        pid_file.unlink()
-        return False
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    if _alive(pid):
-        os.killpg(pid, signal.SIGKILL)
+    stopped = processes.stop_group(json.loads(pid_file.read_text())["pid"], timeout)
     pid_file.unlink()
-    return True
+    return stopped
 
 
 def _compose(*args: str) -> list[str]:
@@ -211,9 +192,35 @@ def stop_docker() -> None:
     subprocess.run(_compose("stop", COMPOSE_SERVICE), check=True)
 
 
+def native_running(run_dir: Path = RUN_DIR) -> bool:
+    pid_file = run_dir / "server.json"
+    return pid_file.is_file() and processes.alive(json.loads(pid_file.read_text())["pid"])
+
+
+def reload(grpc_target: str, run_dir: Path = RUN_DIR, timeout: float = 120.0) -> None:
+    """Apply the catalog's current models.config to a running TF Serving without a restart.
+
+    TF Serving refuses to move a label onto a version that is not loaded yet: add the version
+    first (tf_version or keep_versions), reload, then move the label and reload again."""
+    import grpc
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    prefix = str(MODEL_STORE) if native_running(run_dir) else tf_configs.DEFAULT_PREFIX
+    config = tf_configs.model_server_config(tf_configs.tfserving_models(), prefix)
+    with grpc.insecure_channel(grpc_target) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        reply = stub.HandleReloadConfigRequest(
+            model_management_pb2.ReloadConfigRequest(config=config), timeout=timeout
+        )
+    if reply.status.error_code != 0:
+        raise LaunchError(f"TF Serving refused the config: {reply.status.error_message}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "reload"])
+    parser.add_argument("--grpc-target", default=f"127.0.0.1:{GRPC_PORT}",
+                        help="TF Serving gRPC address for reload")
     parser.add_argument("--mode", choices=["auto", "docker", "native"], default="auto")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR)
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -224,6 +231,21 @@ def main(argv: list[str] | None = None) -> int:
         for name, ok in states.items():
             print(f"[tfserving] {name}: {'AVAILABLE' if ok else 'not available'} at {REST_URL}")
         return 0 if all(states.values()) else 1
+
+    if args.command == "reload":
+        import grpc
+
+        try:
+            reload(args.grpc_target, args.run_dir)
+        except LaunchError as exc:
+            print(f"[tfserving] reload failed: {exc}", file=sys.stderr)
+            return 1
+        except grpc.RpcError as exc:
+            print(f"[tfserving] reload failed: {exc.code().name}: {exc.details()}",
+                  file=sys.stderr)
+            return 1
+        print(f"[tfserving] reloaded models.config on {args.grpc_target}")
+        return 0
 
     if args.command == "stop":
         # A native instance is found by its pid file whatever the mode; docker only if it answers.

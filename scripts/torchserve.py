@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import string
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import requests
 
-from scripts import catalog
+from scripts import catalog, processes
 from scripts.catalog import ROOT
 
 CONFIG_TEMPLATE = ROOT / "config" / "torchserve.properties"
@@ -114,7 +113,7 @@ class Server:
         return self.run_dir / "logs"
 
     def alive(self) -> bool:
-        return self.pid is not None and _pid_alive(self.pid)
+        return processes.alive(self.pid)
 
     def save(self) -> None:
         state = {"pid": self.pid, "ports": asdict(self.ports), "models": self.models,
@@ -138,16 +137,6 @@ def read_keys(key_file: Path) -> dict[str, str]:
         "management": doc["management"]["key"],
         "api": doc["API"]["key"],
     }
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_java() -> None:
@@ -220,10 +209,7 @@ def start(
     cmd = [str(torchserve), "--start", "--foreground", "--ncs", "--ts-config", str(config),
            "--model-store", str(model_store), "--models",
            *[f"{m}={m}.mar" for m in models]]
-    with open(run_dir / "console.log", "wb") as console:
-        proc = subprocess.Popen(cmd, cwd=run_dir, env=env, stdout=console,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+    proc = processes.spawn(cmd, run_dir / "console.log", cwd=run_dir, env=env)
     server = Server(run_dir, ports, models, pid=proc.pid)
     server.save()
     try:
@@ -294,22 +280,7 @@ def stop(run_dir: Path = DEFAULT_RUN_DIR, timeout: float = 60.0) -> bool:
         server = Server.load(run_dir)
     except LaunchError:
         return False
-    if not server.alive():
-        return False
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.alive():
-        time.sleep(0.2)
-        try:
-            os.waitpid(server.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-    if server.alive():
-        os.killpg(server.pid, signal.SIGKILL)
-    return True
+    return processes.stop_group(server.pid, timeout)
 
 
 def curl_line(server: Server, model: str, image: Path) -> str:

@@ -47,7 +47,8 @@ def make_context(model_dir: Path, gpu: int | None = None) -> Context:
 def run_batch(handler, context: Context, rows: list[dict],
               headers: list[dict] | None = None) -> list[Answer]:
     """Send one batch through handler.handle() as the worker does; one Answer per row."""
-    headers = headers or [{} for _ in rows]
+    # A REST request as TorchServe passes it: HTTP headers as strings (gRPC ones have none).
+    headers = [{"Host": "127.0.0.1", **h} for h in (headers or [{} for _ in rows])]
     ids = {i: str(uuid.uuid4()) for i in range(len(rows))}
     context.request_ids = ids
     context.request_processor = [RequestProcessor(h) for h in headers]

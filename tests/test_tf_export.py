@@ -15,8 +15,6 @@ import pytest
 import torch
 from PIL import Image
 
-import tensorflow as tf  # noqa: E402  (after torch, see conftest.py)
-
 from scripts import catalog, export_tf, samples
 from scripts.catalog import ROOT
 
@@ -32,7 +30,16 @@ def model(request, artifacts) -> catalog.Model:
 
 
 @pytest.fixture(scope="module")
-def loaded(model):
+def tf():
+    """TensorFlow, imported when these tests run rather than at collection: once loaded in the
+    process, grpc_tools' in-process protoc (used by other test modules) segfaults."""
+    import tensorflow
+
+    return tensorflow
+
+
+@pytest.fixture(scope="module")
+def loaded(model, tf):
     return tf.saved_model.load(str(model.savedmodel_dir))
 
 
@@ -81,7 +88,7 @@ def test_sources_are_repo_files():
 # --------------------------------------------------------------------------- signatures
 
 
-def test_signature_specs(model, loaded):
+def test_signature_specs(model, loaded, tf):
     size, k = int(model.input["size"]), model.topk
     assert set(loaded.signatures) == {export_tf.SIGNATURE_IMAGES, export_tf.SIGNATURE_PIXELS}
 
@@ -105,7 +112,7 @@ def test_signature_specs(model, loaded):
             assert spec.shape.as_list() == [None, k]
 
 
-def test_labels_follow_class_ids(model, loaded, sample_images):
+def test_labels_follow_class_ids(model, loaded, sample_images, tf):
     names = catalog.labels(model)
     out = loaded.signatures["serving_default"](
         images=tf.constant([sample_images["coffee"].read_bytes()])
@@ -116,7 +123,7 @@ def test_labels_follow_class_ids(model, loaded, sample_images):
     assert np.all(np.diff(probs) <= 0) and 0 < probs.sum() <= 1 + 1e-6
 
 
-def test_batch_of_mixed_formats(model, loaded, sample_images):
+def test_batch_of_mixed_formats(model, loaded, sample_images, tf):
     """PNG/BMP/WebP of the same pixels answer like the JPEG; RGBA, grayscale and GIF decode to 3
     channels; a batch mixes formats and sizes freely."""
     rgb = _rgb(sample_images["cat"])
@@ -149,7 +156,7 @@ def test_batch_of_mixed_formats(model, loaded, sample_images):
     assert ids[7][0] in samples.PHOTOS["coffee"][1]
 
 
-def test_transparent_pixels_are_white(model, loaded):
+def test_transparent_pixels_are_white(model, loaded, tf):
     """Alpha is composited on white, like the TorchServe handler: a fully transparent image of
     any stored colour answers like a white one."""
     size = 300
@@ -170,7 +177,7 @@ def test_transparent_pixels_are_white(model, loaded):
 # --------------------------------------------------------------------------- warmup
 
 
-def test_warmup_records_replay(model, loaded):
+def test_warmup_records_replay(model, loaded, tf):
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = model.savedmodel_dir / export_tf.WARMUP_FILE
@@ -190,7 +197,7 @@ def test_warmup_records_replay(model, loaded):
 # --------------------------------------------------------------------------- agreement
 
 
-def test_agreement_with_pytorch(model, loaded, torch_net, sample_images):
+def test_agreement_with_pytorch(model, loaded, torch_net, sample_images, tf):
     """Issue #3 part 4: on the sample photos TF's top-5 equals PyTorch's and max |dp| < 1e-3,
     both on identical pixels (`pixels`) and end to end from the JPEG bytes (`serving_default`)."""
     k = model.topk
@@ -242,7 +249,7 @@ def _handler_cases(cat: Image.Image) -> dict[str, bytes]:
     }
 
 
-def test_same_answers_as_the_torchserve_handler(model, loaded, torch_net, sample_images):
+def test_same_answers_as_the_torchserve_handler(model, loaded, torch_net, sample_images, tf):
     """The graph's decode/crop/resize/scale against the TorchServe handler's own preprocessing
     (handlers/images.py) on cases the sample photos do not cover."""
     from handlers import images as handler_images
@@ -273,7 +280,7 @@ def test_same_answers_as_the_torchserve_handler(model, loaded, torch_net, sample
      (b"RIFF", 2)],
     ids=["text", "empty", "zeros", "png-prefix", "riff-prefix"],
 )
-def test_bad_bytes_give_a_clear_invalid_argument(model, loaded, sample_images, bad, index):
+def test_bad_bytes_give_a_clear_invalid_argument(model, loaded, sample_images, bad, index, tf):
     good = sample_images["cat"].read_bytes()
     batch = [good, good, good]
     batch[index] = bad
@@ -283,13 +290,13 @@ def test_bad_bytes_give_a_clear_invalid_argument(model, loaded, sample_images, b
     assert f"images[{index}] is not a {export_tf.FORMATS} image ({len(bad)} bytes)" in message
 
 
-def test_truncated_jpeg_is_an_invalid_argument(loaded, sample_images):
+def test_truncated_jpeg_is_an_invalid_argument(loaded, sample_images, tf):
     data = sample_images["cat"].read_bytes()
     with pytest.raises(tf.errors.InvalidArgumentError, match="(?i)jpeg"):
         loaded.signatures["serving_default"](images=tf.constant([data[: len(data) // 3]]))
 
 
-def test_empty_batch(model, loaded):
+def test_empty_batch(model, loaded, tf):
     out = loaded.signatures["serving_default"](images=tf.constant([], dtype=tf.string))
     assert out["probabilities"].shape == (0, model.topk)
 

@@ -59,10 +59,14 @@ def test_only_the_clients_own_dependencies(clean_venv, tmp_path):
     assert missing == "[]"
 
 
-def test_readme_quickstart_app_as_written(clean_venv, ts_env):
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TORCHSERVE_")},
-           "TORCHSERVE_URL": ts_env["TORCHSERVE_URL"],
-           "TORCHSERVE_KEY_FILE": ts_env["TORCHSERVE_KEY_FILE"]}
+@pytest.mark.parametrize("key_from", ["key_file", "token"])
+def test_readme_quickstart_app_as_written(clean_venv, ts_env, torchserve, key_from):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHSERVE_")}
+    env["TORCHSERVE_URL"] = ts_env["TORCHSERVE_URL"]
+    if key_from == "key_file":
+        env["TORCHSERVE_KEY_FILE"] = ts_env["TORCHSERVE_KEY_FILE"]
+    else:  # what `make -s key` prints: the inference key
+        env["TORCHSERVE_TOKEN"] = torchserve.keys()["inference"]
     out = _run([str(clean_venv / "bin" / "python"),
                 str(ROOT / "clients" / "examples" / "quickstart.py")], cwd=ROOT, env=env).stdout
     lines = out.strip().splitlines()

@@ -27,9 +27,15 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                     get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
 
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
@@ -59,7 +65,7 @@ class Servable:
     loaded: Any = None
     signature_defs: dict[str, Any] = field(default_factory=dict)
 
-    def load(self) -> "Servable":
+    def load(self) -> Servable:
         self.loaded = tf.saved_model.load(str(self.path))
         # The SignatureDefs as written in saved_model.pb: what the real server reports.
         proto = saved_model_pb2.SavedModel()
@@ -275,7 +281,8 @@ def rest_classify_or_regress(models: Models, servable: Servable, body: dict, met
         row_scores = scores[i].tolist() if scores is not None else []
         row_classes = ([c.decode() for c in classes[i]] if classes is not None
                        else [str(j) for j in range(len(row_scores))])
-        rows.append([[c, s] for c, s in zip(row_classes, row_scores or [0.0] * len(row_classes))])
+        row_scores = row_scores or [0.0] * len(row_classes)
+        rows.append([[c, s] for c, s in zip(row_classes, row_scores, strict=False)])
     return {"results": rows}
 
 
@@ -453,7 +460,7 @@ class TFServingDouble:
         self._http: ThreadingHTTPServer | None = None
         self._grpc: grpc.Server | None = None
 
-    def start(self) -> "TFServingDouble":
+    def start(self) -> TFServingDouble:
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self.models))
         self._http.daemon_threads = True
         threading.Thread(target=self._http.serve_forever, daemon=True,
