@@ -26,10 +26,10 @@ DOCKER_ANSWERS = docker info >/dev/null 2>&1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip==25.3
-	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install -r requirements.txt -c constraints.txt
 	# declares the full `tensorflow`; this environment has tensorflow-cpu (same modules)
 	$(PY) -m pip install --no-deps tensorflow-serving-api==2.21.0
 	touch $@

@@ -8,7 +8,6 @@ with tf.make_tensor_proto / tf.make_ndarray. Thread-safe: one channel per client
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,9 +15,14 @@ import numpy as np
 
 from clients import errors
 from clients._grpc import GrpcTransport
+from clients.base import TFServingClientBase
 from clients.inputs import ImageInput, Prediction, image_bytes
-from clients.tfserving_common import Signature, TensorSpec, VersionStatus, is_available
-from clients.tfserving_rest import DEFAULT_SIGNATURE, image_input_key, predictions_from_outputs
+from clients.tfserving_common import Signature, TensorSpec, VersionStatus
+from clients.tfserving_rest import (
+    DEFAULT_SIGNATURE,
+    image_input_key,
+    predictions_from_outputs,
+)
 from clients.transport import RetryPolicy, Timeouts, TokenSource, resolve_address
 
 EXTRA_HINT = "pip install 'serving-bundle-client[tfserving-grpc]' (pulls in tensorflow)"
@@ -40,7 +44,7 @@ def _apis():
         prediction_service_pb2_grpc, model_service_pb2_grpc
 
 
-class TFServingGrpcClient:
+class TFServingGrpcClient(TFServingClientBase):
     """gRPC client for one TF Serving (target host:port, default port 8500)."""
 
     def __init__(self, target: str | None = None, *, model: str | None = None,
@@ -49,34 +53,20 @@ class TFServingGrpcClient:
                  tls: bool = False) -> None:
         (self._tf, self._predict_pb2, self._meta_pb2, self._status_pb2, prediction_grpc,
          model_grpc) = _apis()
+        super().__init__(model, version, label)
         self.target = resolve_address(target, "TFSERVING_GRPC_TARGET")
-        self.model, self.version, self.label = model, version, label
         self.tokens = TokenSource(token, None, "TFSERVING")
         self._transport = GrpcTransport(self.target, timeouts, retry, tls)
         self._predictions = prediction_grpc.PredictionServiceStub(self._transport.channel)
         self._models = model_grpc.ModelServiceStub(self._transport.channel)
-        self._signatures: dict[tuple, dict[str, Signature]] = {}
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._transport.close()
 
-    def __enter__(self) -> TFServingGrpcClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _spec(self, spec: Any, model: str | None, version: int | None, label: str | None,
               signature_name: str | None = None) -> None:
-        name = model or self.model
-        if not name:
-            raise errors.ConfigurationError("no model name: pass model=... to the call or client")
-        if version is not None and label is not None:
-            raise ValueError("pass a version or a label, not both")
-        if version is None and label is None:
-            version, label = self.version, self.label
-        spec.name = name
+        version, label = self._selection(version, label)
+        spec.name = self._model(model)
         if version is not None:
             spec.version.value = int(version)
         elif label is not None:
@@ -99,12 +89,6 @@ class TFServingGrpcClient:
                               _enum_name(v.status, "error_code"), v.status.error_message)
                 for v in reply.model_version_status]
 
-    def is_available(self, model: str | None = None, version: int | None = None) -> bool:
-        try:
-            return is_available(self.status(model, version), version)
-        except errors.NotFound:
-            return False
-
     def metadata(self, model: str | None = None, version: int | None = None,
                  label: str | None = None) -> Any:
         """The GetModelMetadataResponse (signature_def metadata unpacked by signatures())."""
@@ -112,28 +96,11 @@ class TFServingGrpcClient:
         self._spec(request.model_spec, model, version, label)
         return self._call(self._predictions.GetModelMetadata, request, "GetModelMetadata")
 
-    def signatures(self, model: str | None = None, version: int | None = None,
-                   label: str | None = None) -> dict[str, Signature]:
-        key = (model or self.model, version, label, self.version, self.label)
-        with self._lock:
-            if key in self._signatures:
-                return self._signatures[key]
-        reply = self.metadata(model, version, label)
+    def _fetch_signatures(self, model: str | None, version: int | None,
+                          label: str | None) -> dict[str, Signature]:
         sig_map = self._meta_pb2.SignatureDefMap()
-        reply.metadata["signature_def"].Unpack(sig_map)
-        sigs = {name: _signature(name, d, self._tf) for name, d in sig_map.signature_def.items()
-                if not name.startswith("__")}
-        with self._lock:
-            self._signatures[key] = sigs
-        return sigs
-
-    def signature(self, name: str = DEFAULT_SIGNATURE, model: str | None = None,
-                  version: int | None = None, label: str | None = None) -> Signature:
-        sigs = self.signatures(model, version, label)
-        if name not in sigs:
-            raise errors.ConfigurationError(f"model has no signature {name!r}; it has "
-                                            f"{sorted(sigs)}")
-        return sigs[name]
+        self.metadata(model, version, label).metadata["signature_def"].Unpack(sig_map)
+        return {name: _signature(name, d, self._tf) for name, d in sig_map.signature_def.items()}
 
     # -- predict -----------------------------------------------------------------------------
     def predict(self, inputs: Any, model: str | None = None, *,

@@ -12,7 +12,6 @@ No TensorFlow needed. Thread-safe.
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,51 +19,39 @@ import numpy as np
 
 from clients import errors
 from clients._http import HttpTransport
+from clients.base import TFServingClientBase
 from clients.inputs import ImageInput, Prediction, image_bytes
 from clients.tfserving_common import (
     Signature,
     VersionStatus,
     decode_response,
     encode_request,
-    is_available,
     model_path,
 )
 from clients.transport import RetryPolicy, Timeouts, TokenSource, resolve_address
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = TFServingClientBase.DEFAULT_SIGNATURE
 
 
-class TFServingClient:
+class TFServingClient(TFServingClientBase):
     """REST client for one TF Serving. model/version/label given here are call defaults."""
 
     def __init__(self, url: str | None = None, *, model: str | None = None,
                  version: int | None = None, label: str | None = None,
                  token: str | None = None, timeouts: Timeouts | None = None,
                  retry: RetryPolicy | None = None) -> None:
+        super().__init__(model, version, label)
         self.url = resolve_address(url, "TFSERVING_URL")
-        self.model, self.version, self.label = model, version, label
         # TF Serving has no auth of its own; the token is for a proxy/gateway in front of it.
         self.tokens = TokenSource(token, None, "TFSERVING")
         self._http = HttpTransport(timeouts, retry)
-        self._signatures: dict[tuple, dict[str, Signature]] = {}
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> TFServingClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _path(self, model: str | None, version: int | None, label: str | None) -> str:
-        name = model or self.model
-        if not name:
-            raise errors.ConfigurationError("no model name: pass model=... to the call or client")
-        if version is None and label is None:
-            version, label = self.version, self.label
-        return model_path(name, version, label)
+        version, label = self._selection(version, label)
+        return model_path(self._model(model), version, label)
 
     def _get(self, path: str) -> Any:
         return self._http.request("GET", f"{self.url}{path}",
@@ -84,41 +71,16 @@ class TFServingClient:
                               v.get("status", {}).get("error_message", ""))
                 for v in doc.get("model_version_status", [])]
 
-    def is_available(self, model: str | None = None, version: int | None = None) -> bool:
-        """Is version N (or any version) AVAILABLE? False, not an error, for unknown models
-        or versions, so it can back a readiness probe."""
-        try:
-            return is_available(self.status(model, version), version)
-        except errors.NotFound:
-            return False
-
     def metadata(self, model: str | None = None, version: int | None = None,
                  label: str | None = None) -> dict[str, Any]:
         """GET .../metadata: the raw answer (model_spec and signature_def)."""
         return self._get(self._path(model, version, label) + "/metadata")
 
-    def signatures(self, model: str | None = None, version: int | None = None,
-                   label: str | None = None) -> dict[str, Signature]:
-        """Signatures by name (cached per model/version/label)."""
-        key = (model or self.model, version, label, self.version, self.label)
-        with self._lock:
-            if key in self._signatures:
-                return self._signatures[key]
+    def _fetch_signatures(self, model: str | None, version: int | None,
+                          label: str | None) -> dict[str, Signature]:
         doc = self.metadata(model, version, label)
         defs = doc.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
-        sigs = {name: Signature.from_json(name, d) for name, d in defs.items()
-                if not name.startswith("__")}
-        with self._lock:
-            self._signatures[key] = sigs
-        return sigs
-
-    def signature(self, name: str = DEFAULT_SIGNATURE, model: str | None = None,
-                  version: int | None = None, label: str | None = None) -> Signature:
-        sigs = self.signatures(model, version, label)
-        if name not in sigs:
-            raise errors.ConfigurationError(f"model has no signature {name!r}; it has "
-                                            f"{sorted(sigs)}")
-        return sigs[name]
+        return {name: Signature.from_json(name, d) for name, d in defs.items()}
 
     # -- predict / classify / regress --------------------------------------------------------
     def predict(self, inputs: Any, model: str | None = None, *,

@@ -15,8 +15,9 @@ from typing import Any
 
 from clients import errors
 from clients._grpc import GrpcTransport
+from clients.base import Client
 from clients.inputs import ImageInput, Prediction, image_bytes
-from clients.torchserve_rest import ModelHealth, model_health
+from clients.torchserve_rest import ModelHealth, check_health
 from clients.transport import RetryPolicy, Timeouts, TokenSource, resolve_address
 
 
@@ -40,7 +41,7 @@ def _stubs():
     return inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc
 
 
-class TorchServeGrpcClient:
+class TorchServeGrpcClient(Client):
     """gRPC client for one TorchServe (inference and management targets, host:port)."""
 
     def __init__(self, target: str | None = None, management_target: str | None = None, *,
@@ -62,18 +63,6 @@ class TorchServeGrpcClient:
     def close(self) -> None:
         self._inference.close()
         self._management.close()
-
-    def __enter__(self) -> TorchServeGrpcClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _model(self, model: str | None) -> str:
-        name = model or self.model
-        if not name:
-            raise errors.ConfigurationError("no model name: pass model=... to the call or client")
-        return name
 
     # -- inference ---------------------------------------------------------------------------
     def ping(self) -> str:
@@ -207,9 +196,4 @@ class TorchServeGrpcClient:
 
     def health(self, model: str | None = None, version: str | None = None) -> ModelHealth:
         """Same contract as TorchServeClient.health, over gRPC."""
-        name = self._model(model)
-        try:
-            entries = self.describe_model(name, version)
-        except errors.NotFound as exc:
-            return ModelHealth(name, False, version, reason=exc.message)
-        return model_health(name, version, entries)
+        return check_health(self.describe_model, self._model(model), version)

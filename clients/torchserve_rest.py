@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 from clients import errors
 from clients._http import HttpTransport
+from clients.base import Client
 from clients.inputs import ImageInput, Prediction, content_type, image_bytes
 from clients.transport import RetryPolicy, Timeouts, TokenSource, resolve_address
 
@@ -32,6 +33,15 @@ class ModelHealth:
     version: str | None = None
     workers: dict[str, int] = field(default_factory=dict)
     reason: str = ""
+
+
+def check_health(describe: Any, name: str, version: str | None) -> ModelHealth:
+    """health() of both TorchServe clients, given the client's describe_model."""
+    try:
+        entries = describe(name, version)
+    except errors.NotFound as exc:
+        return ModelHealth(name, False, version, reason=exc.message)
+    return model_health(name, version, entries)
 
 
 def model_health(name: str, version: str | None, entries: list[dict[str, Any]]) -> ModelHealth:
@@ -57,7 +67,7 @@ def _query(params: Mapping[str, Any]) -> str:
     return f"?{urlencode(clean)}" if clean else ""
 
 
-class TorchServeClient:
+class TorchServeClient(Client):
     """REST client for one TorchServe (inference, management and metrics addresses)."""
 
     def __init__(self, url: str | None = None, management_url: str | None = None,
@@ -74,18 +84,6 @@ class TorchServeClient:
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> TorchServeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _model(self, model: str | None) -> str:
-        name = model or self.model
-        if not name:
-            raise errors.ConfigurationError("no model name: pass model=... to the call or client")
-        return name
 
     # -- inference API -----------------------------------------------------------------------
     def ping(self) -> str:
@@ -207,12 +205,7 @@ class TorchServeClient:
         A model TorchServe does not know is reported not ready (with the server's message);
         other errors (auth, connection) are raised.
         """
-        name = self._model(model)
-        try:
-            entries = self.describe_model(name, version)
-        except errors.NotFound as exc:
-            return ModelHealth(name, False, version, reason=exc.message)
-        return model_health(name, version, entries)
+        return check_health(self.describe_model, self._model(model), version)
 
     # -- metrics API -------------------------------------------------------------------------
     def metrics_text(self, names: Iterable[str] = ()) -> str:
