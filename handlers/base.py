@@ -100,22 +100,21 @@ class BatchHandler(BaseHandler):
 
     # -- request handling ---------------------------------------------------------------------
     @staticmethod
-    def _is_grpc(context, idx: int) -> bool:
-        """A REST request carries its HTTP headers (Host, Content-Length, ...) as strings; a gRPC
-        request only has the per-input content-type entries, which are dicts."""
+    def _headers(context, idx: int) -> dict[str, Any]:
         try:
-            properties = context.request_processor[idx].get_request_properties()
-        except (AttributeError, IndexError, TypeError):
-            return False
-        return not any(isinstance(value, str) for value in properties.values())
-
-    def _header_params(self, context, idx: int) -> dict[str, str]:
-        """Parameters sent as X-<Name> headers (TorchServe drops the query string of
-        /predictions requests, so a header is the way to pass one alongside a raw body)."""
-        try:
-            headers = context.request_processor[idx].get_request_properties()
+            return context.request_processor[idx].get_request_properties() or {}
         except (AttributeError, IndexError, TypeError):
             return {}
+
+    @staticmethod
+    def _is_grpc(headers: dict[str, Any]) -> bool:
+        """A REST request carries its HTTP headers (Host, Content-Length, ...) as strings; a gRPC
+        request only has the per-input content-type entries, which are dicts."""
+        return bool(headers) and not any(isinstance(v, str) for v in headers.values())
+
+    def _header_params(self, headers: dict[str, Any]) -> dict[str, str]:
+        """Parameters sent as X-<Name> headers (TorchServe drops the query string of
+        /predictions requests, so a header is the way to pass one alongside a raw body)."""
         wanted = {f"x-{name}": name for name in self.PARAMETERS}
         return {wanted[k.lower()]: v for k, v in headers.items() if k.lower() in wanted}
 
@@ -139,13 +138,14 @@ class BatchHandler(BaseHandler):
         accepted = []
         for idx, row in enumerate(data):
             context.set_response_content_type(idx, "application/json")
-            if self._is_grpc(context, idx):
+            headers = self._headers(context, idx)
+            if self._is_grpc(headers):
                 # TorchServe 0.12's gRPC StreamPredictions needs this header or its frontend
                 # hits a NullPointerException and restarts the worker; on REST it must be absent
                 # (REST answers would hang).
                 context.set_response_header(idx, "ts_stream_next", "false")
             try:
-                accepted.append((idx, *self._decode(row, self._header_params(context, idx))))
+                accepted.append((idx, *self._decode(row, self._header_params(headers))))
             except RequestError as err:
                 responses[idx] = err.body()
                 context.set_response_status(err.status, err.message, idx)
