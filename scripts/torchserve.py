@@ -195,6 +195,7 @@ def start(
     if run_dir.exists():
         shutil.rmtree(run_dir)
     (run_dir / "tmp").mkdir(parents=True)
+    run_dir.chmod(0o700)  # keys, logs and unpacked archives: the operator's eyes only
     config = render_config(run_dir, ports, models, model_store)
     env = dict(os.environ)
     env.update(
