@@ -74,20 +74,14 @@ def torch_network(model: Model):
 
 
 def torch_pixels(rgb: np.ndarray, model: Model):
-    """Reference preprocessing with torch ops (HxWx3 uint8 RGB -> NCHW float32 [1, 3, size,
-    size]): the catalog input contract as the TorchServe handler computes it, used to check the
-    TF graph's answers against PyTorch."""
-    import torch.nn.functional as F
+    """Reference preprocessing (HxWx3 uint8 RGB -> NCHW float32 [1, 3, size, size]): the
+    TorchServe handler's own code, used to check the TF graph's answers against PyTorch."""
+    from handlers.images import to_model_input
 
     spec = model.input
-    size = int(spec["size"])
-    h, w = rgb.shape[:2]
-    side = max(1, round(min(h, w) * float(spec["crop_fraction"])))
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = torch.from_numpy(np.ascontiguousarray(rgb[top : top + side, left : left + side]))
-    x = crop.permute(2, 0, 1).unsqueeze(0).float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (x - float(spec["mean"])) / float(spec["std"])
+    pixels = to_model_input(rgb, int(spec["size"]), float(spec["crop_fraction"]),
+                            float(spec["mean"]), float(spec["std"]), torch.device("cpu"))
+    return pixels.unsqueeze(0)
 
 
 def _np(t) -> np.ndarray:

@@ -411,22 +411,21 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         reply.metadata["signature_def"].Pack(sig_map)
         return reply
 
-    def Classify(self, request, context):  # noqa: N802
+    def _unimplemented(self, request, context, method: str, name: str) -> None:
+        """Model/signature errors as the real server gives them, then UNIMPLEMENTED."""
         try:
             servable = self.models.resolve(*_spec_args(request.model_spec))
-            self.models.signature(servable, request.model_spec.signature_name, CLASSIFY)
+            self.models.signature(servable, request.model_spec.signature_name, method)
         except ServingStatus as exc:
             context.abort(exc.code, exc.message)
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify over gRPC: not in this double")
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} over gRPC: not in this double")
+
+    def Classify(self, request, context):  # noqa: N802
+        self._unimplemented(request, context, CLASSIFY, "Classify")
         return classification_pb2.ClassificationResponse()
 
     def Regress(self, request, context):  # noqa: N802
-        try:
-            servable = self.models.resolve(*_spec_args(request.model_spec))
-            self.models.signature(servable, request.model_spec.signature_name, REGRESS)
-        except ServingStatus as exc:
-            context.abort(exc.code, exc.message)
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress over gRPC: not in this double")
+        self._unimplemented(request, context, REGRESS, "Regress")
         return regression_pb2.RegressionResponse()
 
 
