@@ -33,8 +33,8 @@ def test_token_precedence(tmp_path):
     key_file = _key_file(tmp_path / "key_file.json")
     assert TokenSource("explicit", key_file, env={}).token("management") == "explicit"
     env = {"TORCHSERVE_TOKEN": "both", "TORCHSERVE_MANAGEMENT_TOKEN": "m"}
-    assert TokenSource(None, key_file, env=env).token("inference") == "both"
-    assert TokenSource(None, key_file, env=env).token("management") == "m"
+    assert TokenSource(None, None, env=env).token("inference") == "both"
+    assert TokenSource(None, None, env=env).token("management") == "m"
     env_file = {"TORCHSERVE_KEY_FILE": str(key_file)}
     assert TokenSource(None, None, env=env_file).headers("inference") == {
         "Authorization": "Bearer inf-1"}
