@@ -114,26 +114,41 @@ def _reap(pid: int) -> None:
 
 
 def stop_group(launch: Launch, timeout: float = 60.0) -> bool:
-    """SIGTERM every process of the launch, wait for all of them, SIGKILL what is left after
-    timeout; False if none was running. A reused pid or group id is never signalled."""
+    """Stop every process of the launch and wait until all are gone; False if none ran.
+
+    The leader's descendants get SIGTERM first, so each exits under a living parent that
+    reaps it (the torchserve CLI waits for its Java frontend, Java for its workers); the
+    leader, which then normally exits by itself, gets SIGTERM next. What is still running at
+    the deadline gets SIGKILL. A reused pid or group id is never signalled."""
     procs = members(launch)
     if not procs:
         _reap(launch.pid)
         return False
-    for proc in procs:
-        _signal(proc, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(launch.pid)
-        procs = [p for p in procs if not _gone(p)]
-        if not procs:
-            return True
-        time.sleep(0.2)
+    followers = [p for p in procs if p.pid != launch.pid]
+    for proc in followers:
+        _signal(proc, signal.SIGTERM)
+    followers = _wait_gone(launch, followers, deadline)
+    procs = [p for p in procs if not _gone(p)]
+    for proc in procs:
+        if proc.pid == launch.pid:
+            _signal(proc, signal.SIGTERM)
+    procs = _wait_gone(launch, procs, deadline)
     for proc in procs:
         _signal(proc, signal.SIGKILL)
-    psutil.wait_procs(procs, timeout=10)
-    _reap(launch.pid)
+    _wait_gone(launch, procs, time.monotonic() + 10)
     return True
+
+
+def _wait_gone(launch: Launch, procs: list[psutil.Process], deadline: float
+               ) -> list[psutil.Process]:
+    """Poll until procs are gone or the deadline passes; returns those left."""
+    while True:
+        _reap(launch.pid)
+        procs = [p for p in procs if not _gone(p)]
+        if not procs or time.monotonic() >= deadline:
+            return procs
+        time.sleep(0.1)
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:
