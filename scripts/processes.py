@@ -72,7 +72,8 @@ def _carries_id(launch: Launch, proc: psutil.Process) -> bool:
         return False
 
 
-def _gone(proc: psutil.Process) -> bool:
+def gone(proc: psutil.Process) -> bool:
+    """Exited (a zombie waiting for its parent counts as exited)."""
     try:
         return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -90,7 +91,7 @@ def members(launch: Launch) -> list[psutil.Process]:
                 continue
         except OSError:
             continue
-        if _gone(proc):
+        if gone(proc):
             continue
         if _is_leader(launch, proc) or _carries_id(launch, proc):
             found.append(proc)
@@ -128,11 +129,12 @@ def stop_group(launch: Launch, timeout: float = 60.0) -> bool:
     followers = [p for p in procs if p.pid != launch.pid]
     for proc in followers:
         _signal(proc, signal.SIGTERM)
-    followers = _wait_gone(launch, followers, deadline)
-    procs = [p for p in procs if not _gone(p)]
+    if followers:
+        _wait_gone(launch, followers, deadline)
+        # Give the leader a moment to collect its children and exit by itself.
+        procs = _wait_gone(launch, procs, min(deadline, time.monotonic() + 5))
     for proc in procs:
-        if proc.pid == launch.pid:
-            _signal(proc, signal.SIGTERM)
+        _signal(proc, signal.SIGTERM)
     procs = _wait_gone(launch, procs, deadline)
     for proc in procs:
         _signal(proc, signal.SIGKILL)
@@ -145,7 +147,7 @@ def _wait_gone(launch: Launch, procs: list[psutil.Process], deadline: float
     """Poll until procs are gone or the deadline passes; returns those left."""
     while True:
         _reap(launch.pid)
-        procs = [p for p in procs if not _gone(p)]
+        procs = [p for p in procs if not gone(p)]
         if not procs or time.monotonic() >= deadline:
             return procs
         time.sleep(0.1)
