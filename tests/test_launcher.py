@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from clients import TorchServeClient, Unauthorized
-from scripts import ROOT, processes
+from scripts import ROOT, bundle_root, processes
 from scripts import torchserve as launcher
 
 MODEL = "efficientnet_lite0"
@@ -57,6 +57,29 @@ def test_inherited_ts_config_file_is_refused(tmp_path):
         f"error: TS_CONFIG_FILE={tmp_path / 'other.properties'} is set and TorchServe would "
         "use it instead of the launcher's config: unset it"]
     assert not run_dir.exists(), "nothing was launched"
+
+
+def test_bundle_root_order(tmp_path):
+    """BUNDLE_ROOT wins; else this checkout; an installed copy of the package finds the bundle
+    from the current directory upwards."""
+    assert bundle_root(env={"BUNDLE_ROOT": str(tmp_path)}) == tmp_path.resolve()
+    assert bundle_root(env={}) == ROOT and (ROOT / "config" / "models.yaml").is_file()
+
+    installed = tmp_path / "site-packages" / "scripts"
+    installed.mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "__init__.py", installed)
+    probe = [sys.executable, "-c", "import scripts; print(scripts.ROOT)"]
+    env = {k: v for k, v in os.environ.items() if k != "BUNDLE_ROOT"}
+    env["PYTHONPATH"] = str(installed.parent)
+    found = subprocess.run(probe, cwd=ROOT / "tests", env=env, capture_output=True, text=True,
+                           timeout=60, check=True)
+    assert found.stdout.strip() == str(ROOT)
+    env["BUNDLE_ROOT"] = str(tmp_path)
+    found = subprocess.run([sys.executable, "-c", "from scripts import catalog; "
+                            "print(catalog.CATALOG_PATH)"], cwd=ROOT, env={**env,
+                           "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                           timeout=60, check=True)
+    assert found.stdout.strip() == str(tmp_path / "config" / "models.yaml")
 
 
 def test_missing_archive_is_reported(tmp_path):
