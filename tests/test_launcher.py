@@ -235,4 +235,5 @@ def test_stop_ends_the_whole_group_and_frees_the_ports(short_keys):
     for port in vars(short_keys.ports).values():
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+    assert not short_keys.key_file.exists(), "a stopped server's keys stay on disk"
     assert launcher.stop(short_keys.run_dir) is False
