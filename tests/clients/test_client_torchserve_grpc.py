@@ -77,9 +77,11 @@ def test_wrong_token_is_unauthorized(torchserve, sample_images):
             client.list_models()
 
 
-def test_list_models_sends_a_real_limit(ts_grpc):
-    assert [m["modelName"] for m in ts_grpc.list_models()] == [MODEL]
-    assert [m["modelName"] for m in ts_grpc.list_models(page_size=1)] == [MODEL]
+def test_list_models_sends_a_real_limit(ts_grpc, models):
+    served = sorted(m.name for m in models.values() if "torchserve" in m.servers)
+    assert len(served) > 1  # so that page_size=1 has pages to follow
+    assert [m["modelName"] for m in ts_grpc.list_models()] == served
+    assert [m["modelName"] for m in ts_grpc.list_models(page_size=1)] == served
     with pytest.raises(ValueError):
         ts_grpc.list_models(page_size=0)
 
