@@ -201,7 +201,7 @@ class BatchHandler:
                     self.preprocess_item(item)
                 except RequestError as err:
                     if envelope.batched:
-                        err.message = f"instances[{position}]: {err.message}"
+                        err.message = f"{envelope.key}[{position}]: {err.message}"
                     raise
                 request.items.append(item)
         except RequestError as err:
