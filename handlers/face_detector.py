@@ -31,7 +31,7 @@ class FaceDetector(BatchHandler):
     """
 
     CODEC = envelopes.IMAGE
-    PARAMETERS = ("min_score", "max_faces", "min-score", "max-faces")
+    PARAMETERS = ("min_score", "max_faces")
 
     def load_model(self, model_dir: Path) -> None:
         from facenet_pytorch.models import mtcnn
@@ -70,11 +70,11 @@ class FaceDetector(BatchHandler):
         return detect
 
     def parse_params(self, raw: dict[str, Any]) -> dict[str, Any]:
-        score = raw.get("min_score", raw.get("min-score", self.default_min_score))
+        score = raw.get("min_score", self.default_min_score)
         min_score = envelopes.number(score)
         if min_score is None or not 0.0 <= min_score <= 1.0:
             raise InvalidParameter(f"min_score must be a number in [0, 1], got {echo(score)}")
-        faces = raw.get("max_faces", raw.get("max-faces", self.max_faces))
+        faces = raw.get("max_faces", self.max_faces)
         max_faces = envelopes.integer(faces)
         if max_faces is None or not 1 <= max_faces <= self.max_faces:
             raise InvalidParameter(

@@ -130,3 +130,11 @@ def test_device_choice(monkeypatch):
     assert choose_device(0) == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert choose_device(1) == torch.device("cuda:1")
+
+
+def test_header_names_are_case_insensitive_with_dashes(toy_model):
+    handler, _ = toy_model
+    handler.PARAMETERS = ("min_score", "offset")  # an instance attribute: this test only
+    found = handler._header_params({"X-Min-Score": "0.5", "X-OFFSET": "2", "Min-Score": "no",
+                                    "Host": "127.0.0.1"})
+    assert found == {"min_score": "0.5", "offset": "2"}
