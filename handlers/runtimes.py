@@ -173,9 +173,17 @@ def load(kind: str, build_module: Callable[[], torch.nn.Module],
         raise ValueError(f"unknown runtime {kind!r}; choose one of {', '.join(RUNTIMES)}")
     threads = threads_per_worker(workers)
     if kind in ("eager", "torchscript"):
-        module = build_module().eval().to(device)
+        module = build_module()
+        if not isinstance(module, torch.nn.Module):
+            if kind == "torchscript":
+                raise ValueError("runtime torchscript needs an nn.Module to trace")
+            torch.set_num_threads(threads)
+            return module  # already a forward callable on the handler's device
+        module = module.eval().to(device)
         if kind == "eager":
             return Runtime(module, device, threads)
+        if not example:
+            raise ValueError("runtime torchscript needs an example input to trace")
         return TorchScriptRuntime(module, device, threads, example)
     onnx_path = Path(model_dir) / ONNX_FILE
     if not onnx_path.is_file():

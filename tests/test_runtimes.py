@@ -77,3 +77,48 @@ def test_missing_export_and_unknown_runtime_are_named(spec, tmp_path):
         runtimes.load("openvino", spec.build_module, spec.example, tmp_path, torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
         runtimes.load("tensorrt", spec.build_module, spec.example, tmp_path, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def cat_bytes():
+    from scripts import samples
+
+    return samples.write_all()["cat"].read_bytes()
+
+
+@pytest.fixture(scope="module")
+def eager_answer(tmp_path_factory, cat_bytes):
+    return _classify_with("eager", tmp_path_factory, cat_bytes)
+
+
+def _classify_with(kind: str, tmp_path_factory, data: bytes):
+    """Build the classifier's archive with `kind` (through build_mar, so the build's export and
+    agreement check run), load it as a TorchServe worker would and classify one photo."""
+    import dataclasses
+
+    from handlers.image_classifier import ImageClassifier
+    from scripts import build
+    from tests.handler_context import make_context, run_batch, unpack
+
+    variant = dataclasses.replace(catalog.load()[MODEL], runtime=kind)
+    store = tmp_path_factory.mktemp(f"store-{kind}")
+    mar = build.build_mar(variant, store)
+    model_dir = unpack(mar, tmp_path_factory.mktemp(f"model-{kind}"))
+    assert (model_dir / runtimes.ONNX_FILE).is_file() == (kind in export_runtimes.NEEDS_EXPORT)
+    context = make_context(model_dir)
+    handler = ImageClassifier()
+    handler.initialize(context)
+    assert handler.runtime == kind and type(handler.model).__name__ != "function"
+    [answer] = run_batch(handler, context, [{"body": data}], [{"X-TopK": "5"}])
+    assert answer.status == 200, answer.body
+    return answer.body
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "onnxruntime", "openvino"])
+def test_the_served_classifier_answers_alike_on_every_runtime(kind, tmp_path_factory, cat_bytes,
+                                                               eager_answer):
+    answer = _classify_with(kind, tmp_path_factory, cat_bytes)
+    assert [p["class_index"] for p in answer] == [p["class_index"] for p in eager_answer]
+    assert answer[0]["class_index"] in {281, 282, 285}  # a cat
+    for mine, eager in zip(answer, eager_answer):
+        assert abs(mine["probability"] - eager["probability"]) < 1e-3

@@ -62,7 +62,7 @@ def _archive(stage: Path, store: Path, name: str, handler: Path, config: dict,
 def server_settings(model: Model) -> dict:
     """TorchServe's batching/worker keys of a catalog model's model-config.yaml."""
     config = model.model_config_yaml()
-    return {k: v for k, v in config.items() if k != "handler"}
+    return {k: v for k, v in config.items() if k not in ("handler", "bundle")}
 
 
 def noop_archive(store: Path, settings: dict) -> Target:
@@ -95,20 +95,12 @@ def handler_archive(store: Path, model: Model, runtime: str, **overrides) -> Tar
     """The bundle's archive of `model` with its runtime (and any catalog field) overridden."""
     name = f"bench_{model.name}_{runtime}"
     variant = _variant(model, name, runtime, **overrides)
-    build.build_mar(variant)
-    produced = catalog.MODEL_STORE / f"{name}.mar"
-    shutil.move(produced, store / f"{name}.mar")
+    build.build_mar(variant, store)
     return Target(f"handler:{runtime}", name, "image")
 
 
 def _variant(model: Model, name: str, runtime: str, **overrides) -> Model:
-    fields = {f.name for f in dataclasses.fields(model)}
-    changes = {"name": name, **overrides}
-    if "runtime" in fields:
-        changes["runtime"] = runtime
-    elif runtime != "eager":
-        raise NotImplementedError("this catalog has no runtime field yet")
-    return dataclasses.replace(model, **changes)
+    return dataclasses.replace(model, name=name, runtime=runtime, **overrides)
 
 
 def catalog_archive(store: Path, model: Model, payload: str) -> Target:
