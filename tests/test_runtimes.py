@@ -122,3 +122,31 @@ def test_the_served_classifier_answers_alike_on_every_runtime(kind, tmp_path_fac
     assert answer[0]["class_index"] in {281, 282, 285}  # a cat
     for mine, eager in zip(answer, eager_answer):
         assert abs(mine["probability"] - eager["probability"]) < 1e-3
+
+
+def test_the_embedder_agrees_with_eager_on_onnxruntime(tmp_path_factory):
+    """minilm_embeddings: the build's value check (token states within 1e-4) and the served
+    vectors of both runtimes for texts of different lengths batched together."""
+    import dataclasses
+    import json as jsonlib
+
+    from handlers.text_embedder import TextEmbedder
+    from scripts import build
+    from tests.handler_context import make_context, run_batch, unpack
+
+    base = catalog.load()["minilm_embeddings"]
+    texts = ["A man is eating food.", "A man is eating a piece of bread, slowly, at noon."]
+    vectors = {}
+    for kind in ("eager", "onnxruntime"):
+        variant = dataclasses.replace(base, runtime=kind)
+        mar = build.build_mar(variant, tmp_path_factory.mktemp(f"emb-store-{kind}"))
+        model_dir = unpack(mar, tmp_path_factory.mktemp(f"emb-{kind}"))
+        context = make_context(model_dir)
+        handler = TextEmbedder()
+        handler.initialize(context)
+        answers = run_batch(handler, context, [{"body": jsonlib.dumps({"text": t}).encode()}
+                                               for t in texts])
+        assert all(a.status == 200 for a in answers), [a.body for a in answers]
+        vectors[kind] = torch.tensor([a.body for a in answers])
+    assert vectors["eager"].shape == (2, 384)
+    assert float((vectors["eager"] - vectors["onnxruntime"]).abs().max()) < 1e-5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -217,6 +218,19 @@ def default_runtime(models: dict) -> str:
     return export_runtimes.model_runtime(models[targets.CLASSIFIER])
 
 
+def render(out: Path, models: dict, baseline_path: Path | None) -> None:
+    """report.md and the plots from results.json and details.json."""
+    cells = [Cell(**row) for row in json.loads((out / "results.json").read_text())]
+    details = json.loads((out / "details.json").read_text())
+    baseline = json.loads(baseline_path.read_text()) if baseline_path else None
+    for old in out.glob("*.png"):
+        old.unlink()
+    report.plot(out, cells)
+    report.write_markdown(out / "report.md", cells, default_runtime=default_runtime(models),
+                          baseline=baseline, **details)
+    print((out / "report.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Side-by-side TorchServe benchmark.")
     parser.add_argument("--quick", action="store_true",
@@ -228,21 +242,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path,
                         help="results.json of an earlier run: ratios vs its handler:eager too")
     parser.add_argument("--no-raw", action="store_true", help="skip the in-process rows")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite report.md and the plots from the last run's files")
+    parser.add_argument("--tune", metavar="RUNTIME", choices=runtimes.RUNTIMES,
+                        help="instead: the batching/worker grid of the handler on RUNTIME "
+                             "(batch 8, delay 0/2/10 ms, workers 1/2; small image, "
+                             "concurrency 1 and 8), beside the noop floor")
     args = parser.parse_args(argv)
     plan = Plan.make(args.quick)
     kinds = tuple(args.runtime or runtimes.RUNTIMES)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
     models = catalog.load()
+    if args.render:
+        render(out, models, args.baseline)
+        return 0
     notes: list[str] = []
     photos = {"small": samples.write_all()["cat"].read_bytes(),
               "12mp": photo_12mp(out).read_bytes()}
     print(f"[bench] images: small {len(photos['small'])} B, 12mp {len(photos['12mp'])} B; "
           f"plan {plan}", flush=True)
     store = targets.bench_store(out)
-    served, payloads, settings = build_targets(store, models, kinds, notes)
+    if args.tune:
+        out = out / "tune"
+        out.mkdir(exist_ok=True)
+        classifier = models[targets.CLASSIFIER]
+        settings = targets.server_settings(classifier)
+        served = [targets.noop_archive(store, settings)] + [
+            targets.tuning_archive(store, classifier, args.tune, 8, delay, workers)
+            for workers in (1, 2) for delay in (0, 2, 10)]
+        payloads = {}
+        photos = {"small": photos["small"]}
+        plan = dataclasses.replace(plan, concurrency=(1, 8))
+        args.no_raw = True
+    else:
+        served, payloads, settings = build_targets(store, models, kinds, notes)
 
     cells: list[Cell] = []
     breakdown: list[dict] = []
@@ -266,14 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     names = {t.model: t.name for t in served}
     cold = {names.get(k, k): v for k, v in cold.items()}
 
-    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     report.write_json(out / "results.json", cells)
-    report.plot(out, cells)
-    report.write_markdown(out / "report.md", cells, quick=args.quick,
-                          default_runtime=default_runtime(models), cold=cold,
-                          breakdown=breakdown, agreement=agreement, settings=settings,
-                          baseline=baseline, notes=notes)
-    print((out / "report.md").read_text())
+    details = {"quick": args.quick, "cold": cold, "breakdown": breakdown,
+               "agreement": agreement, "settings": settings, "notes": notes}
+    (out / "details.json").write_text(json.dumps(details, indent=1) + "\n")
+    render(out, models, args.baseline)
     failed = [c for c in cells if c.errors]
     if failed:
         print(f"[bench] {len(failed)} cells had errors; see report.md", file=sys.stderr)

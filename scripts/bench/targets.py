@@ -99,6 +99,20 @@ def handler_archive(store: Path, model: Model, runtime: str, **overrides) -> Tar
     return Target(f"handler:{runtime}", name, "image")
 
 
+def tuning_archive(store: Path, model: Model, runtime: str, batch_size: int, delay_ms: int,
+                   workers: int) -> Target:
+    """The handler with other batching/worker settings (the --tune grid)."""
+    name = f"tune_{runtime}_b{batch_size}_d{delay_ms}_w{workers}"
+    variant = _variant(
+        model, name, runtime,
+        batching=dataclasses.replace(model.batching, batch_size=batch_size,
+                                     max_batch_delay_ms=delay_ms),
+        workers=dataclasses.replace(model.workers, min=workers, max=workers))
+    build.build_mar(variant, store)
+    return Target(f"tune:{runtime}:batch{batch_size}:delay{delay_ms}ms:workers{workers}", name,
+                  "image")
+
+
 def _variant(model: Model, name: str, runtime: str, **overrides) -> Model:
     return dataclasses.replace(model, name=name, runtime=runtime, **overrides)
 
