@@ -131,3 +131,14 @@ def bench_store(out: Path) -> Path:
     store.mkdir(parents=True)
     return store
 
+
+
+# The classifier as served before runtimes and tuning: eager, one worker, 10 ms batch window.
+TODAY = {"runtime": "eager", "batch_size": 8, "delay_ms": 10, "workers": 1}
+
+
+def baseline_archive(store: Path, model: Model) -> Target:
+    """Today's handler settings, for the issue's "x times today's eager handler" ratios."""
+    target = tuning_archive(store, model, TODAY["runtime"], TODAY["batch_size"],
+                            TODAY["delay_ms"], TODAY["workers"])
+    return dataclasses.replace(target, name="baseline:eager")
