@@ -103,8 +103,9 @@ def raw_rows(model, kinds, photos, plan, breakdown, agreement) -> list[Cell]:
         for kind in kinds:
             agreement[kind] = (export_runtimes.agreement(spec, kind, Path(tmp), reference)
                                if kind != "eager" else 0.0)
+            # The threads one served worker gets (cores // the catalog's workers).
             runtime = runtimes.load(kind, spec.build_module, spec.example, Path(tmp),
-                                    torch.device("cpu"))
+                                    torch.device("cpu"), model.workers.max)
             for batch in (1, 8):
                 x = torch.zeros(batch, *spec.example[0].shape[1:])
                 breakdown.append({"step": f"model {kind}, batch {batch} (per batch)",
