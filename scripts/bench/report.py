@@ -109,6 +109,29 @@ def time_split(cells: list[Cell], breakdown: list[dict], runtime: str) -> list[d
     return rows
 
 
+def throughput_split(cells: list[Cell], breakdown: list[dict], runtime: str,
+                     workers: int) -> list[dict]:
+    """At 8 concurrent: ms of wall time per image served, against the in-process cost of one
+    image in one worker (decode + preprocess + 1/8 of a batch-8 model call) / workers."""
+    rows = []
+    for image in IMAGES:
+        handler = _find(cells, f"handler:{runtime}", image, 8)
+        noop = _find(cells, "noop", image, 8)
+        steps = {b["step"].split(" (")[0].split(",")[0]: b["ms"] for b in breakdown
+                 if b["image"] in (image, "any")}
+        model8 = next((b["ms"] for b in breakdown
+                       if b["step"].startswith(f"model {runtime}, batch 8")), None)
+        decode, prep = steps.get("decode"), steps.get("crop + resize + scale")
+        if not (handler and noop and handler.rps and noop.rps) or None in (model8, decode, prep):
+            continue
+        work = (decode + prep + model8 / 8) / max(1, workers)
+        rows.append({"image": image, "handler": 1000 / handler.rps, "frontend": 1000 / noop.rps,
+                     "decode": decode / max(1, workers), "preprocess": prep / max(1, workers),
+                     "model": model8 / 8 / max(1, workers),
+                     "rest": 1000 / handler.rps - 1000 / noop.rps - work})
+    return rows
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -173,6 +196,19 @@ def write_markdown(path: Path, cells: list[Cell], *, quick: bool, default_runtim
         lines += [f"| {r['image']} | " + " | ".join(_fmt(r[k]) for k in (
             "handler", "frontend", "decode", "preprocess", "model", "rest")) + " |"
             for r in split]
+    workers = int(settings.get("maxWorkers", 1) or 1)
+    split8 = throughput_split(cells, breakdown, default_runtime, workers)
+    if split8:
+        lines += ["", f"## Where the time goes at 8 concurrent (handler:{default_runtime}, "
+                  "ms of wall time per image)", "",
+                  f"Served: 1000 / img/s. In-process costs divided by the {workers} worker(s) "
+                  "that run in parallel; model = a batch-8 call / 8. The frontend row is the "
+                  "noop floor's cost per request.", "",
+                  "| image | handler ms/img | frontend (noop) | decode | preprocess | "
+                  "model (batch 8, per image) | rest |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['image']} | " + " | ".join(_fmt(r[k], 2) for k in (
+            "handler", "frontend", "decode", "preprocess", "model", "rest")) + " |"
+            for r in split8]
     if breakdown:
         lines += ["", "## Where the time goes (in-process, median ms)", "",
                   "| step | image | ms |", "|---|---|---|"]
