@@ -90,6 +90,8 @@ def raw_rows(model, kinds, photos, plan, breakdown, agreement) -> list[Cell]:
     in-process breakdown of where the time goes."""
     spec = export_runtimes.spec_for(model)
     decode, preprocess = classifier_pipeline(model)
+    # Preprocessing runs torch ops too: give them the threads one served worker has.
+    torch.set_num_threads(runtimes.threads_per_worker(model.workers.max))
     cells = []
     reference = spec.build_module()
     for image, data in photos.items():
