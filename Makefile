@@ -91,7 +91,7 @@ e2e-tfserving: $(STAMP)  ## tests against a running TF Serving (TFSERVING_REST_U
 	TFSERVING_GRPC_TARGET=$${TFSERVING_GRPC_TARGET:-127.0.0.1:8500} \
 	$(PY) -m pytest tests/test_tfserving_e2e.py -ra
 
-bench: archive  ## cold start, latency and throughput against a fresh TorchServe on free ports
+bench: archive  ## side by side on one TorchServe: noop floor, stock, handler per runtime, raw (BENCH_QUICK=1: short)
 	$(PY) -m scripts.bench
 
 bench-clients: archive  ## client overhead per request: client vs requests/urllib3/curl, REST vs gRPC
