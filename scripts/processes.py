@@ -57,10 +57,14 @@ def spawn(cmd: list[str], log: Path, cwd: Path | None = None,
     return proc, Launch(proc.pid, create_time, tuple(cmd), launch_id)
 
 
+def _started_with(launch: Launch, proc: psutil.Process) -> bool:
+    """proc started when the launch's leader did (start times have clock-tick resolution)."""
+    return abs(proc.create_time() - launch.create_time) < 0.05
+
+
 def _is_leader(launch: Launch, proc: psutil.Process) -> bool:
     try:
-        return (abs(proc.create_time() - launch.create_time) < 0.05
-                and tuple(proc.cmdline()) == launch.cmdline)
+        return _started_with(launch, proc) and tuple(proc.cmdline()) == launch.cmdline
     except psutil.Error:
         return False
 
@@ -72,7 +76,8 @@ def _carries_id(launch: Launch, proc: psutil.Process) -> bool:
         return False
 
 
-def _gone(proc: psutil.Process) -> bool:
+def gone(proc: psutil.Process) -> bool:
+    """Exited (a zombie waiting for its parent counts as exited)."""
     try:
         return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -90,7 +95,7 @@ def members(launch: Launch) -> list[psutil.Process]:
                 continue
         except OSError:
             continue
-        if _gone(proc):
+        if gone(proc):
             continue
         if _is_leader(launch, proc) or _carries_id(launch, proc):
             found.append(proc)
@@ -101,15 +106,17 @@ def alive(launch: Launch | None) -> bool:
     """True while any process of the launch runs (a zombie child of ours counts as gone)."""
     if launch is None:
         return False
-    _reap(launch.pid)
+    _reap(launch)
     return bool(members(launch))
 
 
-def _reap(pid: int) -> None:
-    """Collect the leader's exit status when it is our child (started in this process)."""
+def _reap(launch: Launch) -> None:
+    """Collect the leader's exit status when it is our child (started in this process) and
+    still the recorded process: a reused pid of another child of ours is left alone."""
     try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
+        if _started_with(launch, psutil.Process(launch.pid)):
+            os.waitpid(launch.pid, os.WNOHANG)
+    except (psutil.Error, ChildProcessError):
         pass
 
 
@@ -122,17 +129,18 @@ def stop_group(launch: Launch, timeout: float = 60.0) -> bool:
     the deadline gets SIGKILL. A reused pid or group id is never signalled."""
     procs = members(launch)
     if not procs:
-        _reap(launch.pid)
+        _reap(launch)
         return False
     deadline = time.monotonic() + timeout
     followers = [p for p in procs if p.pid != launch.pid]
     for proc in followers:
         _signal(proc, signal.SIGTERM)
-    followers = _wait_gone(launch, followers, deadline)
-    procs = [p for p in procs if not _gone(p)]
+    if followers:
+        _wait_gone(launch, followers, deadline)
+        # Give the leader a moment to collect its children and exit by itself.
+        procs = _wait_gone(launch, procs, min(deadline, time.monotonic() + 5))
     for proc in procs:
-        if proc.pid == launch.pid:
-            _signal(proc, signal.SIGTERM)
+        _signal(proc, signal.SIGTERM)
     procs = _wait_gone(launch, procs, deadline)
     for proc in procs:
         _signal(proc, signal.SIGKILL)
@@ -144,8 +152,8 @@ def _wait_gone(launch: Launch, procs: list[psutil.Process], deadline: float
                ) -> list[psutil.Process]:
     """Poll until procs are gone or the deadline passes; returns those left."""
     while True:
-        _reap(launch.pid)
-        procs = [p for p in procs if not _gone(p)]
+        _reap(launch)
+        procs = [p for p in procs if not gone(p)]
         if not procs or time.monotonic() >= deadline:
             return procs
         time.sleep(0.1)

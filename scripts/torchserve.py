@@ -312,7 +312,7 @@ def rotate(server: Server, kind: str) -> str:
         transport.request("GET", f"{server.management_url}/token?type={kind}",
                           headers={"Authorization": f"Bearer {before['api']}"})
     except errors.ServingError as exc:
-        raise LaunchError(f"TorchServe refused to rotate the {kind} key: {exc}") from None
+        raise LaunchError(f"could not rotate the {kind} key: {exc}") from None
     finally:
         transport.close()
     after = server.keys()
@@ -362,6 +362,8 @@ def wait_ready(server: Server, timeout: float, proc: subprocess.Popen | None = N
                               + "\n".join(console.splitlines()[-30:]))
         error = _worker_error(server)
         if error:
+            time.sleep(1.0)  # the frontend may log the death before the worker's traceback
+            error = _worker_error(server) or error
             raise LaunchError(f"a model failed to load; the worker said:\n{error}")
         if server.key_file.is_file():
             try:
@@ -381,9 +383,12 @@ def stop(run_dir: Path = DEFAULT_RUN_DIR, timeout: float = 60.0) -> bool:
         server = Server.load(run_dir)
     except LaunchError:
         return False
-    if server.launch is None:
-        return False
-    return processes.stop_group(server.launch, timeout)
+    stopped = server.launch is not None and processes.stop_group(server.launch, timeout)
+    if not server.alive():
+        # As `torchserve --stop` does: keys of a stopped server are no one's business, and
+        # clients looking for a key file must not find a dead one.
+        server.key_file.unlink(missing_ok=True)
+    return stopped
 
 
 def curl_line(server: Server, model: str, image: Path) -> str:
@@ -453,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             server = Server.load(args.run_dir)
             for model in server.models:
                 print(curl_line(server, model, samples.path("cat")))
-    except (LaunchError, catalog.CatalogError, errors.ServingError) as exc:
+    except (LaunchError, catalog.CatalogError, errors.ServingError, OSError,
+            endpoints.KeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
