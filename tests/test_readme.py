@@ -63,26 +63,44 @@ def succeeds(result):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
+def json_example(marker: str) -> str:
+    """The README's first json block that contains `marker`."""
+    for block in re.findall(r"^```json\n(.*?)^```", README.read_text(), re.M | re.S):
+        if marker in block:
+            return block
+    pytest.fail(f"the README shows no json example with {marker!r}")
+
+
+# The answers shown in the README must be what the server answers (the numbers within the
+# small differences a runtime change may bring).
+
 def classifies_the_cat(result):
     top = answer(result)
     assert isinstance(top, list) and len(top) == 5, top
-    assert "cat" in top[0]["label"], top
-    assert top[0]["probability"] >= top[-1]["probability"], top
+    shown = re.findall(r'"label": "([^"]+)"', json_example('"label"'))
+    assert [c["label"] for c in top[:len(shown)]] == shown, top
 
 
 def embeds_the_text(result):
     vector = answer(result)
     assert isinstance(vector, list) and len(vector) == 384, str(vector)[:300]
-    assert all(isinstance(x, float) for x in vector)
     assert math.isclose(math.sqrt(sum(x * x for x in vector)), 1.0, rel_tol=1e-3)
+    shown = re.search(r"JSON list of 384 floats, `\[([-\d., ]+), \.\.\.\]`", README.read_text())
+    assert shown, "the README shows no embedding example"
+    first = [float(x) for x in shown.group(1).split(",")]
+    assert all(abs(a - b) < 1e-3 for a, b in zip(vector, first)), (vector[:len(first)], first)
 
 
 def finds_the_face(result):
     faces = answer(result)
-    assert isinstance(faces, list) and len(faces) >= 1, faces
-    for face in faces:
-        assert len(face["box"]) == 4 and 0 < face["score"] <= 1, face
+    shown = json.loads(json_example('"box"'))
+    assert isinstance(faces, list) and len(faces) == len(shown), faces
+    for face, example in zip(faces, shown):
+        assert 0 < face["score"] <= 1, face
         assert len(face["landmarks"]) == 5 and all(len(p) == 2 for p in face["landmarks"]), face
+        points = [*face["box"], *sum(face["landmarks"], [])]
+        expected = [*example["box"], *sum(example["landmarks"], [])]
+        assert all(abs(a - b) < 2 for a, b in zip(points, expected)), (face, example)
 
 
 def cli_names_the_cat(result):
