@@ -202,3 +202,14 @@ def test_readme_commands_as_written(tmp_path):
         subprocess.run(["make", "stop"], cwd=ROOT, capture_output=True, timeout=300)
     assert not failures, "\n\n".join(failures)
     assert not busy_ports(), "`make stop` left a TorchServe port open"
+
+
+def test_links_of_the_readme_and_the_manual_resolve():
+    """Every relative link of README.md and docs/*.md names a file of the repository (pages
+    owned by other topics included: a link to a page nobody wrote fails here)."""
+    broken = []
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, broken
