@@ -15,6 +15,10 @@ PHOTOS = {
     "cat": ("chelsea", {281, 282, 285}),  # tabby, tiger cat, Egyptian cat
     "coffee": ("coffee", {967}),  # espresso
 }
+# name -> (skimage.data function, number of faces in it), for the face detector
+FACES = {
+    "astronaut": ("astronaut", 1),  # Eileen Collins, face at about (181, 62, 268, 172)
+}
 
 
 def path(name: str) -> Path:
@@ -27,7 +31,7 @@ def write_all() -> dict[str, Path]:
 
     SAMPLES.mkdir(exist_ok=True)
     written = {}
-    for name, (loader, _) in PHOTOS.items():
+    for name, (loader, _) in {**PHOTOS, **FACES}.items():
         target = path(name)
         if not target.is_file():
             tmp = target.with_suffix(".tmp")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from http import HTTPStatus
 
 import pytest
 
@@ -55,7 +56,7 @@ def assert_error(answer, status: int, *words: str):
     assert answer.body["code"] == status
     for word in words:
         assert word in answer.body["message"], answer.body["message"]
-    assert answer.message == answer.body["message"]
+    assert answer.message == HTTPStatus(status).phrase  # short ASCII, never the message
 
 
 # -- input formats ------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ def test_instance_limit(classify, handler_and_context, cat):
 
 def test_decompression_bomb_is_413_and_batch_survives(classify, coffee):
     bomb, good = classify([{"body": bytearray(images.png_bomb())}, {"body": bytearray(coffee)}])
-    assert_error(bomb, 413, "30000x30000")
+    assert_error(bomb, 413, "limit of")
     assert top1(good) == images.ESPRESSO
 
 
