@@ -1,48 +1,42 @@
 """Python clients for the bundle's model servers: TorchServe and TF Serving, REST and gRPC.
 
     from clients import TorchServeClient
-    with TorchServeClient(key_file=".run/torchserve/key_file.json") as ts:
+    with TorchServeClient() as ts:          # finds the key of `make serve` from the repo
         for p in ts.classify_image("samples/cat.jpg", "efficientnet_lite0", topk=3):
             print(p.label, p.probability)
 
-REST needs only urllib3, numpy, tenacity and prometheus-client; the gRPC clients
-are imported lazily and need the `grpc` (TorchServe) or `tfserving-grpc` (TF Serving) extra.
+Every name is imported lazily: `import clients.endpoints` (ports, keys, readiness) needs only
+the standard library, the REST clients need urllib3 and numpy, and the gRPC clients load grpc
+(and, for TF Serving, TensorFlow) only when asked for.
 """
 
 from __future__ import annotations
 
-from clients.errors import (
-    ConfigurationError,
-    ConnectionFailed,
-    InvalidInput,
-    NotFound,
-    PermissionDenied,
-    ServerError,
-    ServingError,
-    Timeout,
-    Unauthorized,
-    Unavailable,
-)
-from clients.inputs import Prediction
-from clients.tfserving_rest import TFServingClient
-from clients.torchserve_rest import ModelHealth, TorchServeClient
-from clients.transport import RetryPolicy, Timeouts
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigurationError", "ConnectionFailed", "InvalidInput", "ModelHealth", "NotFound",
-    "PermissionDenied", "Prediction", "RetryPolicy", "ServerError", "ServingError",
-    "TFServingClient", "Timeout", "Timeouts", "TorchServeClient", "Unauthorized", "Unavailable",
-]  # TorchServeGrpcClient / TFServingGrpcClient: attribute access only (optional extras)
+_EXPORTS = {
+    **dict.fromkeys(["ServingError", "ConnectionFailed", "Timeout", "InvalidInput", "NotFound",
+                     "Unauthorized", "Unavailable", "ServerError", "ConfigurationError",
+                     "PermissionDenied"], "clients.errors"),
+    "Prediction": "clients.inputs",
+    "RetryPolicy": "clients.transport", "Timeouts": "clients.transport",
+    "TorchServeClient": "clients.torchserve_rest", "ModelHealth": "clients.torchserve_rest",
+    "TorchServeGrpcClient": "clients.torchserve_grpc",
+    "TFServingClient": "clients.tfserving_rest",
+    "TFServingGrpcClient": "clients.tfserving_grpc",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    # gRPC clients load grpc (and, for TF Serving, TensorFlow) only when asked for.
-    if name == "TorchServeGrpcClient":
-        from clients.torchserve_grpc import TorchServeGrpcClient
-        return TorchServeGrpcClient
-    if name == "TFServingGrpcClient":
-        from clients.tfserving_grpc import TFServingGrpcClient
-        return TFServingGrpcClient
-    raise AttributeError(f"module 'clients' has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clients' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from clients import errors
+from clients import endpoints, errors
 from clients._http import HttpTransport
 from clients.base import Client
 from clients.inputs import ImageInput, Prediction, content_type, image_bytes
@@ -25,7 +25,7 @@ from clients.transport import RetryPolicy, Timeouts, TokenSource, resolve_addres
 
 @dataclass(frozen=True)
 class ModelHealth:
-    """Readiness of one model: ready means at least one worker is READY (requests are served);
+    """Readiness of one model: ready means at least one worker and all workers READY;
     `workers` counts workers by TorchServe state (READY, UNLOADING, STARTING...)."""
 
     model: str
@@ -45,16 +45,15 @@ def check_health(describe: Any, name: str, version: str | None) -> ModelHealth:
 
 
 def model_health(name: str, version: str | None, entries: list[dict[str, Any]]) -> ModelHealth:
-    """ModelHealth from TorchServe's describe-model answer (same JSON over REST and gRPC)."""
+    """ModelHealth from TorchServe's describe-model answer (same JSON over REST and gRPC),
+    by the bundle's one readiness rule (clients.endpoints.is_ready)."""
+    counts: dict[str, int] = {}
+    for state in endpoints.worker_states(entries, version):
+        counts[state] = counts.get(state, 0) + 1
     entry = next((e for e in entries if version is None or e.get("modelVersion") == version),
                  entries[0] if entries else {})
-    counts: dict[str, int] = {}
-    for worker in entry.get("workers", []):
-        state = worker.get("status", "UNKNOWN")
-        counts[state] = counts.get(state, 0) + 1
-    ready = counts.get("READY", 0) > 0
-    return ModelHealth(name, ready, entry.get("modelVersion"), counts,
-                       "" if ready else "no READY worker")
+    reason = endpoints.not_ready_reason(entries, version)
+    return ModelHealth(name, not reason, entry.get("modelVersion"), counts, reason)
 
 
 def _path(*parts: str | None) -> str:

@@ -13,7 +13,6 @@ Environment variables (arguments always win over the environment):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -24,28 +23,17 @@ from typing import TypeVar
 
 import tenacity
 
+from clients import endpoints
 from clients.errors import ConfigurationError, ServingError
 
 log = logging.getLogger("clients")
 T = TypeVar("T")
 
-DEFAULTS = {
-    "TORCHSERVE_URL": "http://127.0.0.1:8080",
-    "TORCHSERVE_MANAGEMENT_URL": "http://127.0.0.1:8081",
-    "TORCHSERVE_METRICS_URL": "http://127.0.0.1:8082",
-    "TORCHSERVE_GRPC_TARGET": "127.0.0.1:7070",
-    "TORCHSERVE_GRPC_MANAGEMENT_TARGET": "127.0.0.1:7071",
-    "TFSERVING_URL": "http://127.0.0.1:8501",
-    "TFSERVING_GRPC_TARGET": "127.0.0.1:8500",
-}
-
-
 def resolve_address(explicit: str | None, env_name: str, env: Mapping[str, str] | None = None
                     ) -> str:
-    """explicit argument > environment variable > the server's documented default port."""
-    env = os.environ if env is None else env
-    value = explicit or env.get(env_name) or DEFAULTS[env_name]
-    return value.rstrip("/")
+    """explicit argument > environment variable > (TorchServe) the ports `make serve` recorded >
+    the server's documented default port (clients.endpoints.address)."""
+    return endpoints.address(env_name, explicit, env=env)
 
 
 @dataclass(frozen=True)
@@ -107,55 +95,51 @@ class RetryPolicy:
 class TokenSource:
     """Bearer tokens per API kind ("inference", "management"), resolved on every call.
 
-    Precedence: explicit token (one string for all kinds, or a {kind: token} dict) >
-    <PREFIX>_<KIND>_TOKEN > <PREFIX>_TOKEN > key file (argument, then <PREFIX>_KEY_FILE).
-    The key file is re-read when its mtime changes, so keys rotated by TorchServe are picked up
-    without restarting the application. No token at all means no Authorization header.
+    TorchServe (env_prefix "TORCHSERVE"): the lookup order of clients.endpoints.key_source
+    (argument > per-API and shared token variables > TORCHSERVE_KEY_FILE > the repo's
+    .run/torchserve/key_file.json). A key file is re-read when its mtime changes, so keys
+    rotated by TorchServe are picked up without restarting the application. Other prefixes
+    (TF Serving, which has no auth of its own: a gateway's token) use only the argument and
+    <PREFIX>_TOKEN. No token at all means no Authorization header.
     """
 
-    def __init__(self, token: str | Mapping[str, str] | None = None,
-                 key_file: str | os.PathLike | None = None, env_prefix: str = "TORCHSERVE",
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, token: str | None = None, key_file: str | os.PathLike | None = None,
+                 env_prefix: str = "TORCHSERVE", env: Mapping[str, str] | None = None,
+                 start: str | os.PathLike | None = None) -> None:
         env = os.environ if env is None else env
-        self._explicit = token
-        self._env_tokens = {
-            kind: env.get(f"{env_prefix}_{kind.upper()}_TOKEN") or env.get(f"{env_prefix}_TOKEN")
-            for kind in ("inference", "management")
-        }
-        key_file = key_file or env.get(f"{env_prefix}_KEY_FILE")
-        self._key_file = Path(key_file) if key_file else None
+        if env_prefix == "TORCHSERVE":
+            self._sources = {kind: endpoints.key_source(kind, token=token, key_file=key_file,
+                                                        env=env, start=start)
+                             for kind in endpoints.KEY_KINDS}
+        else:
+            fixed = token or env.get(f"{env_prefix}_TOKEN")
+            self._sources = {kind: endpoints.KeySource(fixed, None, "argument")
+                             for kind in endpoints.KEY_KINDS}
         self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, str]] | None = None
+        self._cached: dict[Path, tuple[float, dict[str, str]]] = {}
 
-    def _from_key_file(self) -> dict[str, str]:
-        assert self._key_file is not None
+    def _from_key_file(self, path: Path) -> dict[str, str]:
         try:
-            mtime = self._key_file.stat().st_mtime
+            mtime = path.stat().st_mtime
         except OSError as exc:
-            raise ConfigurationError(f"cannot read key file {self._key_file}: {exc}") from None
+            raise ConfigurationError(f"cannot read key file {path}: {exc}") from None
         with self._lock:
-            if self._cached and self._cached[0] == mtime:
-                return self._cached[1]
-            try:
-                doc = json.loads(self._key_file.read_text())
-                keys = {"inference": doc["inference"]["key"],
-                        "management": doc["management"]["key"]}
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ConfigurationError(
-                    f"{self._key_file} is not a TorchServe key_file.json: {exc!r}") from None
-            self._cached = (mtime, keys)
-            return keys
+            cached = self._cached.get(path)
+            if cached and cached[0] == mtime:
+                return cached[1]
+        try:
+            keys = endpoints.read_key_file(path)
+        except (OSError, endpoints.KeyFileError) as exc:
+            raise ConfigurationError(str(exc)) from None
+        with self._lock:
+            self._cached[path] = (mtime, keys)
+        return keys
 
     def token(self, kind: str = "inference") -> str | None:
-        if isinstance(self._explicit, str):
-            return self._explicit
-        if isinstance(self._explicit, Mapping) and self._explicit.get(kind):
-            return self._explicit[kind]
-        if self._env_tokens.get(kind):
-            return self._env_tokens[kind]
-        if self._key_file is not None:
-            return self._from_key_file().get(kind)
-        return None
+        source = self._sources[kind]
+        if source.key_file is not None:
+            return self._from_key_file(source.key_file)[kind]
+        return source.token
 
     def headers(self, kind: str = "inference") -> dict[str, str]:
         token = self.token(kind)

@@ -19,7 +19,6 @@ def test_address_argument_beats_environment_beats_default():
     env = {"TORCHSERVE_URL": "http://ts:9000/"}
     assert resolve_address("http://arg:1", "TORCHSERVE_URL", env) == "http://arg:1"
     assert resolve_address(None, "TORCHSERVE_URL", env) == "http://ts:9000"
-    assert resolve_address(None, "TORCHSERVE_URL", {}) == "http://127.0.0.1:8080"
     assert resolve_address(None, "TFSERVING_GRPC_TARGET", {}) == "127.0.0.1:8500"
 
 
@@ -33,14 +32,13 @@ def _key_file(path, inference="inf-1", management="mgmt-1"):
 def test_token_precedence(tmp_path):
     key_file = _key_file(tmp_path / "key_file.json")
     assert TokenSource("explicit", key_file, env={}).token("management") == "explicit"
-    assert TokenSource({"inference": "i"}, key_file, env={}).token("management") == "mgmt-1"
     env = {"TORCHSERVE_TOKEN": "both", "TORCHSERVE_MANAGEMENT_TOKEN": "m"}
-    assert TokenSource(None, key_file, env=env).token("inference") == "both"
-    assert TokenSource(None, key_file, env=env).token("management") == "m"
+    assert TokenSource(None, None, env=env).token("inference") == "both"
+    assert TokenSource(None, None, env=env).token("management") == "m"
     env_file = {"TORCHSERVE_KEY_FILE": str(key_file)}
     assert TokenSource(None, None, env=env_file).headers("inference") == {
         "Authorization": "Bearer inf-1"}
-    assert TokenSource(None, None, env={}).headers() == {}
+    assert TokenSource(None, None, env={}, start=tmp_path).headers() == {}
     assert TokenSource("t", env={}).grpc_metadata() == (("authorization", "Bearer t"),)
 
 
