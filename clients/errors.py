@@ -6,9 +6,10 @@
     |                       timeout): safe to retry, nothing was processed
     +-- Timeout             sent, but no answer in time (read timeout, DEADLINE_EXCEEDED); the
     |                       server may still be working on it, so it is not retried
-    +-- InvalidInput        400, 405, 409, 413, 422 ... / INVALID_ARGUMENT, FAILED_PRECONDITION
-    +-- Unauthorized        401, 403, TorchServe's InvalidKeyException / UNAUTHENTICATED,
-    |                       PERMISSION_DENIED: missing, wrong or expired key. Never retried
+    +-- InvalidInput        any other 4xx (400, 403, 405, 413, 422 ...) / INVALID_ARGUMENT,
+    |                       FAILED_PRECONDITION, PERMISSION_DENIED (e.g. the model API is off)
+    +-- Unauthorized        401, TorchServe's InvalidKeyException / UNAUTHENTICATED, "Token
+    |                       Authorization failed": missing, wrong or expired key. Never retried
     +-- NotFound            404 / NOT_FOUND and TorchServe's Model(Version)NotFoundException
     +-- Unavailable         503, 429 / UNAVAILABLE, RESOURCE_EXHAUSTED: overloaded or restarting
     +-- InstanceError       one instance of a batch failed while its neighbours were answered
@@ -88,7 +89,7 @@ class InstanceError(ServingError):
 
 # HTTP status -> type; 4xx not listed are InvalidInput, 5xx not listed the base type.
 _BY_STATUS: dict[int, type[ServingError]] = {
-    401: Unauthorized, 403: Unauthorized, 404: NotFound, 429: Unavailable, 503: Unavailable,
+    401: Unauthorized, 404: NotFound, 429: Unavailable, 503: Unavailable,
 }
 # TorchServe error types whose status code does not say what they mean: 0.12 answers a wrong
 # or expired key with HTTP 400, and a missing model over gRPC with INTERNAL.

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,12 +14,34 @@ from tests.clients.conftest import EXPECTED, MODEL, ROOT
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+            timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("TORCHSERVE_", "TFSERVING_"))}
+    full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "clients", *args], cwd=ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "clients", *args], cwd=cwd, env=full_env,
                           input=stdin, capture_output=True, timeout=timeout)
+
+
+def test_finds_the_running_servers_key_and_ports_from_the_repo(torchserve, sample_images,
+                                                              tmp_path):
+    """After `make serve`, `python -m clients predict samples/cat.jpg` answers from anywhere in
+    the repo with nothing exported: the key and the ports come from .run/torchserve/. Here a
+    repo whose run directory holds the session server's own key_file.json and server.json."""
+    repo = tmp_path / "repo"
+    run_dir = repo / ".run" / "torchserve"
+    run_dir.mkdir(parents=True)
+    for name in ("key_file.json", "server.json"):
+        (run_dir / name).symlink_to(torchserve.run_dir / name)
+    (repo / "samples").mkdir()
+    result = run_cli("predict", str(sample_images["cat"]), "--topk", "1", "--json",
+                     cwd=repo / "samples")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["predictions"][0]["class_index"] in EXPECTED["cat"]
+    # The same from outside the repo: no key, no server on the default port's answer.
+    outside = run_cli("health", "--model", MODEL, "--url", torchserve.inference_url,
+                      "--management-url", torchserve.management_url, cwd=tmp_path)
+    assert outside.returncode == 1 and b"Unauthorized" in outside.stderr
 
 
 def test_predict_table(ts_env, sample_images):

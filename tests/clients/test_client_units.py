@@ -68,7 +68,7 @@ def test_bad_key_file_is_a_clear_error(tmp_path):
      "Servable not found for request: Latest(x)"),
     (503, b"<html>busy</html>", errors.Unavailable, "<html>busy</html>"),
     (429, b"", errors.Unavailable, "HTTP 429"),
-    (403, b"", errors.Unauthorized, "HTTP 403"),
+    (403, b"", errors.InvalidInput, "HTTP 403"),
     (413, b'{"code": 413, "type": "ImageTooLarge", "message": "too many pixels"}',
      errors.InvalidInput, "too many pixels"),
     (504, b"", errors.ServingError, "HTTP 504"),
