@@ -10,14 +10,19 @@ Contract
     serving_default  images: tf.string [N] encoded JPEG/PNG/GIF/BMP/WebP (REST: {"b64": "..."})
     pixels           pixels: float32 [N, size, size, 3], already preprocessed
   both return class_ids int32 [N, k], labels string [N, k], probabilities float32 [N, k]
-  (softmax, best first).
+  (softmax, best first) and error string [N]: "" for an answered instance, else a short message.
+- Per-instance isolation: TF Serving's batching merges instances of several requests into one
+  run, so nothing an instance contains may fail the run. A bad instance gets its message in
+  `error` and zeros / "" in the other outputs; its neighbours are answered as if alone. Checked
+  before any pixel is decoded: the format (magic bytes), and the size read from the header
+  against the catalog's limits.max_image_pixels (the handler's limit, HTTP 413 there). A decoder
+  that still fails (truncated or corrupt data) drops only its instance (tf.data ignore_errors).
+  A GIF is cut after its first frame before decoding (TF's decoder reads every frame).
 - Preprocessing in the graph is the catalog's `input` contract, identical to the TorchServe
   handler (handlers/images.py): RGB (gray expanded, alpha composited on white, first GIF frame,
   large JPEGs decoded at PIL's draft DCT scale), central square crop of side
   round(min(h, w) * crop_fraction), bilinear antialiased resize to size x size, (x - mean) / std.
-  Not replicated: EXIF orientation, TIFF, the max_image_pixels check before decoding.
-- Bytes that are not an image fail the whole request with InvalidArgument (TF Serving: HTTP 400)
-  and a message naming the instance index.
+  Not replicated: EXIF orientation, TIFF.
 - `assets.extra/tf_serving_warmup_requests` holds one PredictionLog per signature.
 - `sources()` lists the repo files the output depends on (for build.py's fingerprint).
 """
@@ -208,10 +213,7 @@ UNKNOWN = len(MAGIC)
 
 def max_image_pixels(model: Model) -> int:
     """The catalog's pixel limit (the TorchServe handler enforces the same one)."""
-    limits = getattr(model, "limits", None) or {}
-    if isinstance(limits, dict) and "max_image_pixels" in limits:
-        return int(limits["max_image_pixels"])
-    return int(model.input["max_image_pixels"])
+    return int(model.limits.max_image_pixels)
 
 
 def _formats(images):

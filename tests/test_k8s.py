@@ -413,8 +413,14 @@ def test_torchserve_management_is_pod_local():
     assert pod == expected, (
         "k8s/plain/torchserve-config.yaml is out of date; its config.properties should be:\n"
         + "\n".join(f"    {k}={v}" for k, v in expected.items()))
+    # The exec probe's default address is that loopback one.
+    from clients import endpoints
+
+    probe_default = (f"http://{endpoints.LOOPBACK}:"
+                     f"{endpoints.TORCHSERVE_PORTS['management']}")
     healthcheck = (ROOT / "docker" / "torchserve" / "healthcheck.py").read_text()
-    assert '"http://127.0.0.1:8081"' in healthcheck
+    assert "endpoints.TORCHSERVE_PORTS['management']" in healthcheck
+    assert probe_default == pod["management_address"]
     for path, doc in deployments():
         (container,) = doc["spec"]["template"]["spec"]["containers"]
         if "torchserve:" not in container["image"]:
