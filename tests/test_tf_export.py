@@ -205,11 +205,19 @@ def test_warmup_records_replay(model, loaded, tf):
 def test_agreement_with_pytorch(model, loaded, torch_net, sample_images, tf):
     """Issue #3 part 4: on the sample photos TF's top-5 equals PyTorch's and max |dp| < 1e-3,
     both on identical pixels (`pixels`) and end to end from the JPEG bytes (`serving_default`)."""
+    from handlers import images as handler_images
+
     k = model.topk
+    spec = model.input
+    # The reference decodes as the TorchServe handler does (JPEG draft mode included: a 512px
+    # photo is decoded at 1/2 scale by both), so both servers are held to the same answer.
+    min_side = handler_images.draft_side(int(spec["size"]), float(spec["crop_fraction"]))
     figures = {"pixels": {"matches": 0, "max_abs_dp": 0.0},
                "serving_default": {"matches": 0, "max_abs_dp": 0.0}}
     for name, path in sorted(sample_images.items()):
-        pixels = export_tf.torch_pixels(_rgb(path), model)
+        rgb = handler_images.decode(path.read_bytes(), export_tf.max_image_pixels(model),
+                                    min_side)
+        pixels = export_tf.torch_pixels(rgb, model)
         ref = _torch_probabilities(torch_net, pixels)[0]
         runs = {
             "pixels": loaded.signatures["pixels"](
