@@ -76,7 +76,7 @@ class BatchHandler:
 
     Subclasses set:
       CODEC                          the wire format (handlers.envelopes.IMAGE or TEXT)
-      PARAMETERS                     request parameter names (each may also be an X-<name> header)
+      PARAMETERS                     request parameter names (each may also be an X-<Name> header)
     and implement:
       load_model(model_dir)          build self.model on self.device, through load_network()
       parse_params(raw) -> dict      validate a request's parameters; raise RequestError
@@ -174,11 +174,16 @@ class BatchHandler:
         return bool(headers) and not any(isinstance(v, str) for v in headers.values())
 
     def _header_params(self, headers: dict[str, Any]) -> dict[str, Any]:
-        """Parameters sent as X-<Name> headers (TorchServe drops the query string of
-        /predictions requests, so a header is the way to pass one alongside a raw body)."""
-        wanted = {f"x-{name}".lower(): name for name in self.PARAMETERS}
-        return {wanted[k.lower()]: v for k, v in headers.items()
-                if isinstance(k, str) and k.lower() in wanted}
+        """Parameters sent as X-<Name> headers, case-insensitive, `-` for `_` (X-Min-Score for
+        min_score): TorchServe drops the query string of /predictions requests, so a header is
+        the way to pass one alongside a raw body."""
+        wanted = {f"x-{name}".lower().replace("_", "-"): name for name in self.PARAMETERS}
+        found = {}
+        for key, value in headers.items():
+            name = wanted.get(key.lower().replace("_", "-")) if isinstance(key, str) else None
+            if name is not None:
+                found[name] = value
+        return found
 
     def _fail(self, request: Request, error: RequestError) -> None:
         if request.error is None:
@@ -201,7 +206,7 @@ class BatchHandler:
                     self.preprocess_item(item)
                 except RequestError as err:
                     if envelope.batched:
-                        err.message = f"instances[{position}]: {err.message}"
+                        err.message = f"{envelope.key}[{position}]: {err.message}"
                     raise
                 request.items.append(item)
         except RequestError as err:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ class Envelope:
     inputs: list[Any]
     batched: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    key: str = "instances"  # the list's field name, to name a failing element: instances[3]
 
 
 def text_param(value: Any) -> Any:
@@ -47,6 +49,42 @@ def text_param(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", "replace")
     return value
+
+
+def integer(value: Any) -> int | None:
+    """A parameter as an int, or None if it is not one. Accepts JSON integers, integral floats
+    and short decimal strings (int()'s own rules: sign, spaces, Unicode digits); refuses bools,
+    non-finite or huge floats and long strings before converting them."""
+    value = text_param(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) <= 2 ** 53 else None
+    if isinstance(value, str) and len(value) <= 20:
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def number(value: Any) -> float | None:
+    """A parameter as a finite float, or None if it is not one."""
+    value = text_param(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        value = float(value) if abs(value) <= 2 ** 53 else math.inf
+    elif isinstance(value, str) and len(value) <= 40:
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
 
 
 def _parse_json(data: bytes | str) -> Any:
@@ -183,7 +221,7 @@ class TextCodec(Codec):
             if key in doc:
                 texts = _limit(doc[key], key, max_instances)
                 return Envelope([self._text(v, f"{key}[{i}]") for i, v in enumerate(texts)],
-                                True, params)
+                                True, params, key)
         if "text" in doc:
             return Envelope([self._text(doc["text"], "field 'text'")], False, params)
         raise InvalidInput(f"the JSON body has none of 'text', 'inputs', 'instances'; {self.hint}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ class FaceDetector(BatchHandler):
     """
 
     CODEC = envelopes.IMAGE
-    PARAMETERS = ("min_score", "max_faces", "min-score", "max-faces")
+    PARAMETERS = ("min_score", "max_faces")
 
     def load_model(self, model_dir: Path) -> None:
         from facenet_pytorch.models import mtcnn
@@ -71,24 +70,16 @@ class FaceDetector(BatchHandler):
         return detect
 
     def parse_params(self, raw: dict[str, Any]) -> dict[str, Any]:
-        score = envelopes.text_param(raw.get("min_score", raw.get("min-score",
-                                                                  self.default_min_score)))
-        faces = envelopes.text_param(raw.get("max_faces", raw.get("max-faces", self.max_faces)))
-        try:
-            score_value = float(score) if isinstance(score, (int, float, str)) else math.nan
-        except ValueError:
-            score_value = math.nan
-        if isinstance(score, bool) or not 0.0 <= score_value <= 1.0:
+        score = raw.get("min_score", self.default_min_score)
+        min_score = envelopes.number(score)
+        if min_score is None or not 0.0 <= min_score <= 1.0:
             raise InvalidParameter(f"min_score must be a number in [0, 1], got {echo(score)}")
-        if isinstance(faces, str) and faces.strip().isdigit() and len(faces) <= 9:
-            faces = int(faces)
-        if isinstance(faces, float) and faces.is_integer() and abs(faces) <= 1e9:
-            faces = int(faces)
-        if not isinstance(faces, int) or isinstance(faces, bool) or not \
-                1 <= faces <= self.max_faces:
+        faces = raw.get("max_faces", self.max_faces)
+        max_faces = envelopes.integer(faces)
+        if max_faces is None or not 1 <= max_faces <= self.max_faces:
             raise InvalidParameter(
                 f"max_faces must be an integer in 1..{self.max_faces}, got {echo(faces)}")
-        return {"min_score": score_value, "max_faces": faces}
+        return {"min_score": min_score, "max_faces": max_faces}
 
     def preprocess_item(self, item: Item) -> None:
         decoded = images.open_image(item.data, self.max_pixels, self.max_side)

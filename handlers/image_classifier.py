@@ -60,16 +60,13 @@ class ImageClassifier(BatchHandler):
         return model.eval().to(self.device)
 
     def parse_params(self, raw: dict[str, Any]) -> dict[str, Any]:
-        value = envelopes.text_param(raw.get("topk", self.default_topk))
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value) <= 12:
-            value = int(value)
-        elif isinstance(value, float) and value.is_integer() and abs(value) <= 1e9:
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
+        value = raw.get("topk", self.default_topk)
+        topk = envelopes.integer(value)
+        if topk is None:
             raise InvalidParameter(f"topk must be an integer, got {echo(value)}")
-        if not 1 <= value <= self.max_topk:
-            raise InvalidParameter(f"topk must be between 1 and {self.max_topk}, got {echo(value)}")
-        return {"topk": value}
+        if not 1 <= topk <= self.max_topk:
+            raise InvalidParameter(f"topk must be between 1 and {self.max_topk}, got {echo(topk)}")
+        return {"topk": topk}
 
     def preprocess_item(self, item: Item) -> None:
         rgb = images.decode(item.data, self.max_pixels, self.min_side)

@@ -39,3 +39,21 @@ def write_all() -> dict[str, Path]:
             tmp.replace(target)
         written[name] = target
     return written
+
+
+# One example request per handler module: (sample photo name or text, Content-Type), for the
+# curl lines, the benchmarks and the docs.
+SAMPLE_TEXT = "A man is eating food."
+PAYLOADS = {
+    "image_classifier": ("cat", "image/jpeg"),
+    "face_detector": ("astronaut", "image/jpeg"),
+    "text_embedder": (None, "text/plain; charset=utf-8"),
+}
+
+
+def payload(model) -> tuple[bytes, str]:
+    """(body, Content-Type) of an example request for a catalog model."""
+    photo, content_type = PAYLOADS[model.handler]
+    if photo is None:
+        return SAMPLE_TEXT.encode(), content_type
+    return path(photo).read_bytes(), content_type

@@ -51,6 +51,20 @@ def context_for(model_dir: Path, manifest: dict, model_yaml: dict,
     )
 
 
+def as_torchserve_row(body: bytes, content_type: str = "application/json") -> dict:
+    """A request as TorchServe's worker hands it over: JSON bodies decoded when they parse
+    (ts/protocol/otf_message_handler.py), text/* decoded to str when UTF-8, else bytes."""
+    value: Any = bytearray(body)
+    try:
+        if content_type == "application/json":
+            value = json.loads(body.decode("utf-8"))
+        elif content_type.startswith("text"):
+            value = body.decode("utf-8")
+    except Exception:  # TorchServe forwards the bytes when decoding fails
+        pass
+    return {"body": value}
+
+
 def run_batch(handler, context: Context, rows: list[dict],
               headers: list[dict] | None = None) -> list[Answer]:
     """Send one batch through handler.handle() as the worker does; one Answer per row."""

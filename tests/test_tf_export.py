@@ -202,7 +202,7 @@ def test_warmup_records_replay(model, loaded, tf):
 # --------------------------------------------------------------------------- agreement
 
 
-def test_agreement_with_pytorch(model, loaded, torch_net, sample_images, tf):
+def test_agreement_with_pytorch(model, loaded, torch_net, classifier_photos, tf):
     """Issue #3 part 4: on the sample photos TF's top-5 equals PyTorch's and max |dp| < 1e-3,
     both on identical pixels (`pixels`) and end to end from the JPEG bytes (`serving_default`)."""
     from handlers import images as handler_images
@@ -214,6 +214,7 @@ def test_agreement_with_pytorch(model, loaded, torch_net, sample_images, tf):
     min_side = handler_images.draft_side(int(spec["size"]), float(spec["crop_fraction"]))
     figures = {"pixels": {"matches": 0, "max_abs_dp": 0.0},
                "serving_default": {"matches": 0, "max_abs_dp": 0.0}}
+    sample_images = classifier_photos
     for name, path in sorted(sample_images.items()):
         rgb = handler_images.decode(path.read_bytes(), export_tf.max_image_pixels(model),
                                     min_side)
