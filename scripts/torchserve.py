@@ -362,6 +362,8 @@ def wait_ready(server: Server, timeout: float, proc: subprocess.Popen | None = N
                               + "\n".join(console.splitlines()[-30:]))
         error = _worker_error(server)
         if error:
+            time.sleep(1.0)  # the frontend may log the death before the worker's traceback
+            error = _worker_error(server) or error
             raise LaunchError(f"a model failed to load; the worker said:\n{error}")
         if server.key_file.is_file():
             try:
