@@ -126,6 +126,10 @@ bench: archive  ## cold start, latency and throughput against a fresh TorchServe
 bench-clients: archive  ## client overhead per request: client vs requests/urllib3/curl, REST vs gRPC
 	$(PY) -m scripts.bench_clients
 
+.PHONY: drills
+drills: archive  ## fault and abuse drills against a fresh TorchServe (free ports) and the TF graph; prints the table
+	$(PY) -m scripts.drills
+
 docker-build:  ## build the Docker images (cpu and gpu) FROM the pinned official images
 	$(COMPOSE) --profile cpu --profile gpu build
 

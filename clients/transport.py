@@ -154,7 +154,7 @@ class RetryPolicy:
             if (getattr(exc, "retry_after", None) or 0.0) > self.max_retry_after:
                 return False
             if budget is not None and not budget.withdraw():
-                log.warning("%s failed: %s; retry budget spent, not retrying", what, exc)
+                log.info("%s failed: %s; retry budget spent, not retrying", what, exc)
                 return False
             return True
 

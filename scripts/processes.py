@@ -121,13 +121,14 @@ def _reap(launch: Launch) -> None:
 
 
 def stop_group(launch: Launch, timeout: float = 60.0) -> bool:
-    """Stop every process of the launch and wait until all are gone; False if none ran.
+    """Stop every process of the launch and wait until all are gone and reaped; False if
+    none ran.
 
     The leader's descendants get SIGTERM first, so each exits under a living parent that
     reaps it (the torchserve CLI waits for its Java frontend, Java for its workers); the
     leader, which then normally exits by itself, gets SIGTERM next. What is still running at
     the deadline gets SIGKILL. A reused pid or group id is never signalled."""
-    procs = members(launch)
+    group = procs = members(launch)
     if not procs:
         _reap(launch)
         return False
@@ -145,6 +146,10 @@ def stop_group(launch: Launch, timeout: float = 60.0) -> bool:
     for proc in procs:
         _signal(proc, signal.SIGKILL)
     _wait_gone(launch, procs, time.monotonic() + 10)
+    # Dead is not yet gone: wait until each exit was collected (by us for the leader when we
+    # started it, else by its parent or init), so no zombie of ours outlives the stop.
+    _reap(launch)
+    psutil.wait_procs(group, timeout=10)
     return True
 
 

@@ -227,11 +227,9 @@ def test_stop_ends_the_whole_group_and_frees_the_ports(short_keys):
     assert roles == ["java", "worker"]
 
     assert launcher.stop(short_keys.run_dir) is True
-    running = [p for p in group if not processes.gone(p)]
-    assert not running, f"{running} still running when stop returned"
-    # Reaped, not only dead: no zombie is left either (a parent or init collects each one).
-    gone, alive = psutil.wait_procs(group, timeout=10)
-    assert not alive, f"{alive} outlived stop"
+    # Reaped, not only dead: a zombie still counts as running here.
+    running = [p for p in group if p.is_running()]
+    assert not running, f"{running} outlived stop"
     for port in vars(short_keys.ports).values():
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"

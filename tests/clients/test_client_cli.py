@@ -65,7 +65,8 @@ def test_predict_json_from_stdin(ts_env, sample_images, protocol):
 def test_models_health_metrics(ts_env):
     models = run_cli("models", "--json", env=ts_env)
     assert models.returncode == 0, models.stderr
-    assert json.loads(models.stdout)[0]["model"] == MODEL
+    listed = {m["model"]: m for m in json.loads(models.stdout)}
+    assert MODEL in listed and all(m["ready"] for m in listed.values())
     health = run_cli("health", "--protocol", "grpc", env=ts_env)
     assert health.returncode == 0 and "READY" in health.stdout.decode()
     metrics = run_cli("metrics", "--json", "--name", "ts_inference_requests_total", env=ts_env)

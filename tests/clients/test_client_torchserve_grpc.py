@@ -71,16 +71,19 @@ def test_wrong_token_is_unauthorized(torchserve, sample_images):
     with TorchServeGrpcClient(f"127.0.0.1:{torchserve.ports.grpc_inference}",
                               f"127.0.0.1:{torchserve.ports.grpc_management}",
                               token="wrong", model=MODEL) as client:
-        with pytest.raises(errors.Unauthorized):
+        with pytest.raises(errors.Unauthorized) as info:
             client.classify_image(sample_images["cat"])
-        with pytest.raises(errors.Unauthorized):
+        assert info.value.attempts == 1  # never retried
+        with pytest.raises(errors.Unauthorized) as info:
             client.list_models()
+        assert info.value.attempts == 1
 
 
-def test_list_models_sends_a_real_limit(ts_grpc):
-    everything = ts_grpc.list_models()
-    assert MODEL in [m["modelName"] for m in everything]
-    assert ts_grpc.list_models(page_size=1) == everything  # pages of one, followed
+def test_list_models_sends_a_real_limit(ts_grpc, models):
+    served = sorted(m.name for m in models.values() if "torchserve" in m.servers)
+    assert len(served) > 1  # so that page_size=1 has pages to follow
+    assert [m["modelName"] for m in ts_grpc.list_models()] == served
+    assert [m["modelName"] for m in ts_grpc.list_models(page_size=1)] == served
     with pytest.raises(ValueError):
         ts_grpc.list_models(page_size=0)
 
