@@ -19,15 +19,24 @@ UP_FLAGS := up --detach --build --wait --wait-timeout 900
 DOCKER_ANSWERS = docker info >/dev/null 2>&1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv archive serve stop status key test bench clean \
+.PHONY: help venv archive serve stop status key test prometheus bench clean \
         docker-build up up-gpu up-monitoring down tf-configs tf-reload e2e-tfserving \
         client-stubs client-wheel bench-clients
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
+# A missing system package is installed with apt where we are root; elsewhere one line says
+# what to run. $(1): the Debian/Ubuntu package, $(2): what needs it.
+apt_install = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1); \
+	else echo "$(2) needs $(1): run 'sudo apt-get install -y $(1)', then make again" >&2; exit 1; fi
+
 $(STAMP): requirements.txt constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "Python 3.10+ is needed; $(PYTHON) is $$($(PYTHON) -V 2>&1) (make PYTHON=python3.X)" >&2; exit 1; }
+	@# Debian/Ubuntu ship venv's pip bootstrap (ensurepip) in a separate package.
+	$(PYTHON) -m venv $(VENV) || { $(call apt_install,python3-venv,.venv) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --upgrade pip==25.3
 	$(PY) -m pip install -r requirements.txt -c constraints.txt
 	# declares the full `tensorflow`; this environment has tensorflow-cpu (same modules)
@@ -77,7 +86,27 @@ key:  ## print the inference key of the running TorchServe (container or native)
 	    'import json; print(json.load(open("key_file.json"))["inference"]["key"])'; \
 	else $(PY) -m scripts.torchserve key; fi
 
-test: $(STAMP) $(CLIENT_STUBS)  ## install everything and run every test
+# Prometheus and promtool for tests/test_monitoring.py: the two binaries of Debian's `prometheus`
+# package, unpacked into .venv/bin. Not `apt-get install`: without systemd the package's postinst
+# starts a Prometheus daemon listening on every interface. `apt-get download` needs no root, only
+# apt's package lists (root refreshes them when they are missing).
+PROMETHEUS := $(VENV)/bin/prometheus
+
+$(PROMETHEUS): | $(STAMP)
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; chmod 755 "$$tmp"; \
+	if [ "$$(id -u)" = 0 ] && ! apt-cache show prometheus >/dev/null 2>&1; then apt-get update -qq; fi; \
+	if (cd "$$tmp" && apt-get download prometheus >/dev/null 2>&1); then \
+	  dpkg-deb -x "$$tmp"/prometheus_*.deb "$$tmp/root"; \
+	  install -m 755 "$$tmp/root/usr/bin/promtool" $(VENV)/bin/promtool; \
+	  install -m 755 "$$tmp/root/usr/bin/prometheus" $@; \
+	  echo "Prometheus: $$($@ --version 2>&1 | head -1) unpacked into $(VENV)/bin"; \
+	elif ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  echo "Prometheus is missing (tests/test_monitoring.py): run 'sudo apt-get update', then make again" >&2; \
+	fi
+
+prometheus: $(PROMETHEUS)  ## unpack Debian's prometheus and promtool into .venv/bin (make test does it)
+
+test: $(STAMP) $(CLIENT_STUBS) $(PROMETHEUS)  ## install everything and run every test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 tf-configs: $(STAMP)  ## regenerate config/tfserving/* from config/models.yaml
@@ -96,6 +125,10 @@ bench: archive  ## side by side on one TorchServe: noop floor, stock, handler pe
 
 bench-clients: archive  ## client overhead per request: client vs requests/urllib3/curl, REST vs gRPC
 	$(PY) -m scripts.bench_clients
+
+.PHONY: drills
+drills: archive  ## fault and abuse drills against a fresh TorchServe (free ports) and the TF graph; prints the table
+	$(PY) -m scripts.drills
 
 docker-build:  ## build the Docker images (cpu and gpu) FROM the pinned official images
 	$(COMPOSE) --profile cpu --profile gpu build

@@ -10,14 +10,19 @@ Contract
     serving_default  images: tf.string [N] encoded JPEG/PNG/GIF/BMP/WebP (REST: {"b64": "..."})
     pixels           pixels: float32 [N, size, size, 3], already preprocessed
   both return class_ids int32 [N, k], labels string [N, k], probabilities float32 [N, k]
-  (softmax, best first).
+  (softmax, best first) and error string [N]: "" for an answered instance, else a short message.
+- Per-instance isolation: TF Serving's batching merges instances of several requests into one
+  run, so nothing an instance contains may fail the run. A bad instance gets its message in
+  `error` and zeros / "" in the other outputs; its neighbours are answered as if alone. Checked
+  before any pixel is decoded: the format (magic bytes), and the size read from the header
+  against the catalog's limits.max_image_pixels (the handler's limit, HTTP 413 there). A decoder
+  that still fails (truncated or corrupt data) drops only its instance (tf.data ignore_errors).
+  A GIF is cut after its first frame before decoding (TF's decoder reads every frame).
 - Preprocessing in the graph is the catalog's `input` contract, identical to the TorchServe
   handler (handlers/images.py): RGB (gray expanded, alpha composited on white, first GIF frame,
   large JPEGs decoded at PIL's draft DCT scale), central square crop of side
   round(min(h, w) * crop_fraction), bilinear antialiased resize to size x size, (x - mean) / std.
-  Not replicated: EXIF orientation, TIFF, the max_image_pixels check before decoding.
-- Bytes that are not an image fail the whole request with InvalidArgument (TF Serving: HTTP 400)
-  and a message naming the instance index.
+  Not replicated: EXIF orientation, TIFF.
 - `assets.extra/tf_serving_warmup_requests` holds one PredictionLog per signature.
 - `sources()` lists the repo files the output depends on (for build.py's fingerprint).
 """
@@ -40,7 +45,7 @@ from scripts.catalog import ROOT, Model  # noqa: E402
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_PIXELS = "pixels"
-OUTPUTS = ("class_ids", "labels", "probabilities")
+OUTPUTS = ("class_ids", "labels", "probabilities", "error")
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 # Signatures of the formats both tf.io.decode_image and the TorchServe handler (PIL) decode, as
 # (offset, bytes) pairs that must all match; checked first so that a bad instance is reported
@@ -200,6 +205,144 @@ def keras_network(net, size: int):
 
 # --------------------------------------------------------------------------- serving graph
 
+# Bytes of the header read for the image size (enough for every format's size fields).
+HEADER_BYTES = 32
+FORMAT_NAMES = ("JPEG", "PNG", "GIF", "BMP", "WebP", "unknown")
+UNKNOWN = len(MAGIC)
+
+
+def max_image_pixels(model: Model) -> int:
+    """The catalog's pixel limit (the TorchServe handler enforces the same one)."""
+    return int(model.limits.max_image_pixels)
+
+
+def _formats(images):
+    """Index into FORMAT_NAMES of every instance, from its magic bytes (vectorized, never fails)."""
+    import tensorflow as tf
+
+    length = tf.strings.length(images)
+
+    def at(offset: int, magic: bytes):
+        # substr needs pos <= length; shorter inputs simply do not match.
+        pos = tf.minimum(offset, length)
+        return tf.equal(tf.strings.substr(images, pos, tf.fill(tf.shape(pos), len(magic))), magic)
+
+    found = tf.stack([tf.reduce_all(tf.stack([at(o, m) for o, m in fmt]), axis=0)
+                      for fmt in MAGIC] + [tf.ones_like(length, tf.bool)], axis=1)
+    return tf.cast(tf.argmax(tf.cast(found, tf.int32), axis=1), tf.int32)
+
+
+def _header(data):
+    """The first HEADER_BYTES bytes as int64 values, zero-padded for short inputs."""
+    import tensorflow as tf
+
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, HEADER_BYTES),
+                                              b"\0" * HEADER_BYTES]), 0, HEADER_BYTES)
+    return tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+
+def _le(b, at: int, n: int):
+    return sum(b[at + k] * (1 << (8 * k)) for k in range(n))
+
+
+def _be(b, at: int, n: int):
+    return sum(b[at + k] * (1 << (8 * (n - 1 - k))) for k in range(n))
+
+
+def _signed32(v):
+    import tensorflow as tf
+
+    return tf.where(v >= 2**31, v - 2**32, v)
+
+
+def _gif_first_frame(data):
+    """(the GIF cut after its first frame + trailer, frame height, frame width).
+
+    TF's GIF decoder reads every frame into memory even when only the first is returned, so a
+    GIF of thousands of frames costs thousands of frames; the cut one costs one. The walk follows
+    the block structure (extensions and the image's data sub-blocks), one block per step."""
+    import tensorflow as tf
+
+    raw = tf.cast(tf.io.decode_raw(data, tf.uint8), tf.int32)
+    n = tf.size(raw)
+    raw = tf.concat([raw, tf.zeros([16], tf.int32)], 0)
+
+    def byte(pos):
+        return raw[tf.clip_by_value(pos, 0, n + 15)]
+
+    flags = byte(10)
+    start = 13 + tf.where(flags >= 128, 3 * tf.bitwise.left_shift(2, flags % 8), 0)
+    # mode: 0 at a block, 1 in an extension's sub-blocks, 2 in the image data, 3 done
+    found = (start, tf.constant(0), tf.constant(0), tf.constant(0), tf.constant(-1))
+
+    def step(pos, mode, height, width, end):
+        b = byte(pos)
+        image = tf.logical_and(tf.equal(mode, 0), tf.equal(b, 0x2C))
+        extension = tf.logical_and(tf.equal(mode, 0), tf.equal(b, 0x21))
+        other = tf.logical_and(tf.equal(mode, 0), tf.logical_not(image | extension))
+        in_blocks = mode >= 1
+        local = byte(pos + 9)
+        local_table = tf.where(local >= 128, 3 * tf.bitwise.left_shift(2, local % 8), 0)
+        terminator = tf.logical_and(in_blocks, tf.equal(b, 0))
+        new_pos = tf.where(image, pos + 10 + local_table + 1,
+                           tf.where(extension, pos + 2,
+                                    tf.where(in_blocks, pos + b + 1, pos)))
+        new_mode = tf.where(image, 2, tf.where(extension, 1, tf.where(
+            other, 3, tf.where(terminator, tf.where(mode == 2, 3, 0), mode))))
+        new_end = tf.where(tf.logical_and(terminator, tf.equal(mode, 2)), pos + 1, end)
+        new_height = tf.where(image, byte(pos + 7) + 256 * byte(pos + 8), height)
+        new_width = tf.where(image, byte(pos + 5) + 256 * byte(pos + 6), width)
+        return new_pos, new_mode, new_height, new_width, new_end
+
+    _, _, height, width, end = tf.while_loop(
+        lambda pos, mode, *_: tf.logical_and(mode < 3, pos < n), step, found)
+    cut = tf.where(end > 0,
+                   tf.strings.join([tf.strings.substr(data, 0, tf.maximum(end, 0)), b";"]), data)
+    return cut, tf.cast(height, tf.int64), tf.cast(width, tf.int64)
+
+
+def _size(data, fmt):
+    """(bytes to decode, height, width) from the header alone, before any pixel is decoded.
+    Raises (dropping the instance) only on a JPEG whose header libjpeg cannot read."""
+    import tensorflow as tf
+
+    b = _header(data)
+    zero = tf.constant(0, tf.int64)
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(data), tf.int64)
+        return data, shape[0], shape[1]
+
+    def png():
+        return data, _be(b, 20, 4), _be(b, 16, 4)
+
+    def gif():
+        cut, frame_h, frame_w = _gif_first_frame(data)
+        screen_h, screen_w = _le(b, 8, 2), _le(b, 6, 2)
+        # The larger of the canvas and the first frame is what gets allocated.
+        bigger = frame_h * frame_w > screen_h * screen_w
+        return cut, tf.where(bigger, frame_h, screen_h), tf.where(bigger, frame_w, screen_w)
+
+    def bmp():
+        core = tf.equal(_le(b, 14, 4), 12)  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        width = tf.where(core, _le(b, 18, 2), tf.abs(_signed32(_le(b, 18, 4))))
+        height = tf.where(core, _le(b, 20, 2), tf.abs(_signed32(_le(b, 22, 4))))
+        return data, height, width
+
+    def webp():
+        chunk = tf.strings.substr(data, 12, 4)
+        lossless = _le(b, 21, 4)
+        width = tf.where(tf.equal(chunk, "VP8X"), 1 + _le(b, 24, 3), tf.where(
+            tf.equal(chunk, "VP8L"), 1 + lossless % 16384, _le(b, 26, 2) % 16384))
+        height = tf.where(tf.equal(chunk, "VP8X"), 1 + _le(b, 27, 3), tf.where(
+            tf.equal(chunk, "VP8L"), 1 + (lossless // 16384) % 16384, _le(b, 28, 2) % 16384))
+        return data, height, width
+
+    def unknown():
+        return data, zero, zero
+
+    return tf.switch_case(fmt, [jpeg, png, gif, bmp, webp, unknown])
+
 
 def _decode_jpeg_draft(data, min_side: int):
     """A JPEG decoded at the reduced DCT scale the handler's PIL draft mode picks: the largest
@@ -222,41 +365,24 @@ def _decode_jpeg_draft(data, min_side: int):
     )
 
 
-def _decode_one(data, index, size: int, crop_fraction: float, mean: float, std: float):
-    """Encoded image bytes -> preprocessed float32 [size, size, 3] (the catalog input contract)."""
+def _preprocess(data, fmt, size: int, crop_fraction: float, mean: float, std: float):
+    """Encoded image bytes (already size-checked) -> float32 [size, size, 3], the catalog input
+    contract."""
     import math
 
     import tensorflow as tf
 
     # The smallest image side whose central crop still covers size pixels (handler: draft_side).
     min_side = math.ceil(size / crop_fraction)
-
-    length = tf.strings.length(data)
-
-    def at(offset: int, magic: bytes):
-        # substr needs pos <= length; shorter inputs simply do not match.
-        safe = tf.minimum(offset, length)
-        return tf.equal(tf.strings.substr(data, safe, len(magic)), magic)
-
-    known = tf.reduce_any(
-        tf.stack([tf.reduce_all(tf.stack([at(o, m) for o, m in fmt])) for fmt in MAGIC])
+    # channels=0 keeps the stored channels so alpha can be composited like the handler does.
+    # JPEG: the accurate integer IDCT is what libjpeg in PIL uses; TF's default (fast) IDCT
+    # differs by up to 10 levels per pixel, enough to reorder close top-5 classes.
+    # expand_animations=False: a GIF yields its first frame, like PIL.
+    image = tf.cond(
+        tf.equal(fmt, 0),
+        lambda: _decode_jpeg_draft(data, min_side),
+        lambda: tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8),
     )
-    message = tf.strings.format(
-        "images[{}] is not a " + FORMATS + " image ({} bytes); send the encoded file bytes "
-        "(in REST JSON: base64 under the key b64)",
-        (index, length),
-    )
-    check = tf.debugging.Assert(known, [message], name="check_image_format")
-    with tf.control_dependencies([check]):
-        # channels=0 keeps the stored channels so alpha can be composited like the handler does.
-        # JPEG: the accurate integer IDCT is what libjpeg in PIL uses; TF's default (fast) IDCT
-        # differs by up to 10 levels per pixel, enough to reorder close top-5 classes.
-        # expand_animations=False: a GIF yields its first frame, like PIL.
-        image = tf.cond(
-            tf.io.is_jpeg(data),
-            lambda: _decode_jpeg_draft(data, min_side),
-            lambda: tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8),
-        )
     image.set_shape([None, None, None])
     shape = tf.shape(image)
     h, w, channels = shape[0], shape[1], shape[2]
@@ -281,6 +407,37 @@ def _decode_one(data, index, size: int, crop_fraction: float, mean: float, std: 
     return (resized - mean) / std
 
 
+def _instance(data, index, fmt, size: int, fraction: float, mean: float, std: float,
+              limit: int):
+    """(index, error message or "", pixels) of one instance. The checks never raise; only a
+    decoder failing on corrupt bytes does, and that drops this instance alone (ignore_errors)."""
+    import tensorflow as tf
+
+    def not_an_image():
+        return tf.strings.format(
+            "images[{}] is not a " + FORMATS + " image ({} bytes); send the encoded file bytes "
+            "(in REST JSON: base64 under the key b64)", (index, tf.strings.length(data)))
+
+    def checked():
+        cut, height, width = _size(data, fmt)
+        too_big = tf.strings.format(
+            "images[{}] is {}x{} = {} pixels; the limit is " + str(limit),
+            (index, width, height, width * height))
+        empty = tf.strings.format("images[{}] is a corrupt {} image (its header says {}x{})",
+                                  (index, tf.gather(FORMAT_NAMES, fmt), width, height))
+        message = tf.where(width * height > limit, too_big,
+                           tf.where(tf.minimum(width, height) < 1, empty, ""))
+        return cut, message
+
+    cut, message = tf.cond(tf.equal(fmt, UNKNOWN), lambda: (data, not_an_image()), checked)
+    pixels = tf.cond(
+        tf.equal(message, ""),
+        lambda: _preprocess(cut, fmt, size, fraction, mean, std),
+        lambda: tf.zeros([size, size, 3], tf.float32),
+    )
+    return index, message, pixels
+
+
 class Servable:
     """The two signature functions over one Keras network (shared weights)."""
 
@@ -292,34 +449,51 @@ class Servable:
         self.labels = list(labels)
         self.size = int(model.input["size"])
         self.k = int(model.topk)
+        self.limit = max_image_pixels(model)
         spec_images = tf.TensorSpec([None], tf.string, name="images")
         spec_pixels = tf.TensorSpec([None, self.size, self.size, 3], tf.float32, name="pixels")
         self.serve_images = tf.function(self._images, input_signature=[spec_images])
         self.serve_pixels = tf.function(self._pixels, input_signature=[spec_pixels])
 
-    def _outputs(self, pixels):
+    def _outputs(self, pixels, errors):
+        """Top-k of the instances whose error is empty; the others get zeros and "" labels."""
         import tensorflow as tf
 
-        # The Keras graph fails on an empty batch (a BatchNorm shape error), so an empty request
-        # skips the network and answers [0, k] outputs.
+        good = tf.where(tf.equal(errors, ""))[:, 0]
+        batch = tf.gather(pixels, good)
         classes = len(self.labels)
+        # The Keras graph fails on an empty batch (a BatchNorm shape error), so a batch with no
+        # good instance skips the network.
         logits = tf.cond(
-            tf.shape(pixels)[0] > 0,
-            lambda: self.network(pixels, training=False),
+            tf.shape(batch)[0] > 0,
+            lambda: self.network(batch, training=False),
             lambda: tf.zeros([0, classes], tf.float32),
         )
-        probabilities = tf.nn.softmax(logits, axis=-1)
-        top = tf.math.top_k(probabilities, k=self.k, sorted=True)
+        top = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=self.k, sorted=True)
         # A graph constant: the labels travel inside the SavedModel, no asset file to mount.
         table = tf.constant(self.labels, dtype=tf.string)
+        rows = good[:, None]
+        n = tf.shape(errors, out_type=tf.int64)[0]
+
+        def place(values, fill):
+            base = tf.fill(tf.stack([n, tf.constant(self.k, tf.int64)]), fill)
+            return tf.tensor_scatter_nd_update(base, rows, values)
+
         return {
-            "class_ids": tf.identity(top.indices, name="class_ids"),
-            "labels": tf.gather(table, top.indices, name="labels"),
-            "probabilities": tf.identity(top.values, name="probabilities"),
+            "class_ids": tf.identity(place(top.indices, 0), name="class_ids"),
+            "labels": tf.identity(place(tf.gather(table, top.indices), ""), name="labels"),
+            "probabilities": tf.identity(place(top.values, 0.0), name="probabilities"),
+            "error": tf.identity(errors, name="error"),
         }
 
     def _pixels(self, pixels):
-        return self._outputs(pixels)
+        import tensorflow as tf
+
+        finite = tf.reduce_all(tf.math.is_finite(pixels), axis=[1, 2, 3])
+        indices = tf.strings.as_string(tf.range(tf.shape(pixels)[0]))
+        errors = tf.where(finite, "", tf.strings.join(
+            ["pixels[", indices, "] holds NaN or infinite values"]))
+        return self._outputs(pixels, errors)
 
     def _images(self, images):
         import tensorflow as tf
@@ -327,13 +501,31 @@ class Servable:
         spec = self.model.input
         size, fraction = self.size, float(spec["crop_fraction"])
         mean, std = float(spec["mean"]), float(spec["std"])
-        indices = tf.range(tf.size(images, out_type=tf.int32))
-        pixels = tf.map_fn(
-            lambda item: _decode_one(item[0], item[1], size, fraction, mean, std),
-            (images, indices),
-            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
-        )
-        return self._outputs(pixels)
+        count = tf.size(images, out_type=tf.int32)
+        indices = tf.range(count)
+        formats = _formats(images)
+        # What an instance dropped by ignore_errors (its decoder raised) is answered with.
+        corrupt = tf.strings.join(["images[", tf.strings.as_string(indices),
+                                   "] could not be decoded: corrupt or truncated ",
+                                   tf.gather(FORMAT_NAMES, formats), " data"])
+        # One instance at a time through tf.data: ignore_errors() drops an instance whose
+        # decoder raises instead of failing the batch, which TF Serving may have merged from
+        # several clients' requests.
+        dataset = tf.data.Dataset.from_tensor_slices((images, indices, formats)).map(
+            lambda data, index, fmt: _instance(data, index, fmt, size, fraction, mean, std,
+                                               self.limit)
+        ).ignore_errors().batch(tf.cast(tf.maximum(count, 1), tf.int64))
+
+        def place(state, done):
+            errors, pixels = state
+            index, message, values = done
+            rows = index[:, None]
+            return (tf.tensor_scatter_nd_update(errors, rows, message),
+                    tf.tensor_scatter_nd_update(pixels, rows, values))
+
+        errors, pixels = dataset.reduce(
+            (corrupt, tf.zeros(tf.stack([count, size, size, 3]), tf.float32)), place)
+        return self._outputs(pixels, errors)
 
 
 def warmup_requests(model: Model) -> list[bytes]:

@@ -116,6 +116,9 @@ INFERENCE_SERVICE = _closed({
         "containerConcurrency": {"type": "integer"},
         "timeout": {"type": "integer"},
         "serviceAccountName": {"type": "string"},
+        # PredictorSpec inlines the core PodSpec: these two are its fields.
+        "automountServiceAccountToken": {"type": "boolean"},
+        "securityContext": {"type": "object"},
     }, ("model",))}, ("predictor",)),
 }, ("apiVersion", "kind", "metadata", "spec"))
 SERVING_RUNTIME = _closed({
@@ -129,6 +132,7 @@ SERVING_RUNTIME = _closed({
             "autoSelect": {"type": "boolean"}, "priority": {"type": "integer"}}, ("name",))},
         "protocolVersions": {"type": "array", "items": {"enum": ["v1", "v2", "grpc-v2"]}},
         "containers": {"type": "array", "minItems": 1},
+        "volumes": {"type": "array"},
     }, ("supportedModelFormats", "containers")),
 }, ("apiVersion", "kind", "metadata", "spec"))
 
@@ -142,7 +146,8 @@ def test_kserve_resources_structure(item):
     if doc["kind"] == "ServingRuntime":
         # Its containers are core Containers: validate them through a Pod.
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
-               "spec": {"containers": doc["spec"]["containers"]}}
+               "spec": {"containers": doc["spec"]["containers"],
+                        "volumes": doc["spec"].get("volumes", [])}}
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
         assert doc["spec"]["containers"][0]["name"] == "kserve-container"
 
@@ -154,6 +159,10 @@ def test_kserve_check_is_real():
         "storageUri")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(typo, INFERENCE_SERVICE)
+    token = json.loads(json.dumps(isvc))
+    token["spec"]["predictor"]["automountServiceAccountToken"] = "no"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(token, INFERENCE_SERVICE)
 
 
 def test_kserve_torchserve_uses_the_bundle_runtime():
@@ -178,6 +187,14 @@ def test_kserve_torchserve_config_follows_the_catalog():
     assert props["model_store"] == "/mnt/models/model-store"
     assert props["enable_model_api"] == "false"
     assert props["allowed_urls"] == "file:///mnt/models/model-store/[^/]+[.]mar"
+    # Issue 11: both APIs on the pod's loopback, management on a port of its own (never the
+    # inference port, never the wrapper's 8080/8081); only metrics listen on every interface.
+    inference, management = props["inference_address"], props["management_address"]
+    assert inference.startswith("http://127.0.0.1:") and management.startswith("http://127.0.0.1:")
+    ports = {int(inference.rsplit(":", 1)[1]), int(management.rsplit(":", 1)[1])}
+    assert len(ports) == 2 and not ports & {8080, 8081}
+    assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
+    assert props["metrics_address"] == "http://0.0.0.0:8082"
     snapshot = json.loads(props["model_snapshot"])
     models = catalog.for_server("torchserve")
     assert snapshot["modelCount"] == len(models) == len(snapshot["models"])
@@ -306,3 +323,112 @@ def test_canary_examples():
     # KServe: traffic split on the InferenceService.
     _, isvc = docs[("InferenceService", "efficientnet-lite0-tf")]
     assert 0 < isvc["spec"]["predictor"]["canaryTrafficPercent"] < 100
+
+
+# --- issue 11: pod hardening ----------------------------------------------------------------------
+
+def _pod_specs() -> list[tuple[str, dict, list[dict], str]]:
+    """(id, pod-level spec, containers, kind) of every workload: Deployments, ISVC predictors and the
+    ServingRuntime (whose pod-level fields come from the InferenceService)."""
+    specs = []
+    for path, doc in DOCS:
+        name = f"{path.relative_to(K8S)}:{doc['metadata']['name']}"
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            specs.append((name, pod, pod["containers"], doc["kind"]))
+        elif doc["kind"] == "InferenceService":
+            specs.append((name, doc["spec"]["predictor"], [], doc["kind"]))
+        elif doc["kind"] == "ServingRuntime":
+            specs.append((name, doc["spec"], doc["spec"]["containers"], doc["kind"]))
+    return specs
+
+
+@pytest.mark.parametrize("item", [s for s in _pod_specs() if s[3] != "ServingRuntime"],
+                         ids=lambda s: s[0])
+def test_no_service_account_token_in_pods(item):
+    """Deployments and InferenceServices (a ServingRuntime has no such field: its pods take it
+    from the InferenceService)."""
+    _, pod, _, _ = item
+    assert pod["automountServiceAccountToken"] is False
+
+
+def _emptydir_mounts(pod: dict, container: dict) -> list[str]:
+    empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    return [m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] in empty]
+
+
+@pytest.mark.parametrize("item", [s for s in _pod_specs() if s[2]], ids=lambda s: s[0])
+def test_read_only_root_filesystem_with_writable_scratch(item):
+    """Root filesystem read-only; the paths the servers write are emptyDirs: /tmp (the JVM's
+    perf data, TF's scratch) and, for TorchServe, its run directory (logs, unpacked archives,
+    pid file) or, on KServe, TEMP and LOG_LOCATION pointed into /tmp."""
+    _, pod, containers, _ = item
+    for container in containers:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        writable = _emptydir_mounts(pod, container)
+        assert "/tmp" in writable
+        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        for variable in ("TEMP", "TMPDIR", "LOG_LOCATION", "METRICS_LOCATION"):
+            if variable in env:
+                assert any(env[variable].startswith(path) for path in writable), variable
+        if "torchserve:" in container["image"]:
+            assert "/home/model-server/run" in writable
+
+
+def test_kserve_runtime_seccomp():
+    (runtime,) = [d for _, d in DOCS if d["kind"] == "ServingRuntime"]
+    (container,) = runtime["spec"]["containers"]
+    assert container["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for _, doc in DOCS:
+        if doc["kind"] == "InferenceService":
+            context = doc["spec"]["predictor"]["securityContext"]
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert context["runAsNonRoot"] is True
+
+
+def _image_config() -> dict[str, str]:
+    """The image's config.properties as docker/torchserve/render_config.py renders it, with the
+    bundle path it has inside the image."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "render_config", ROOT / "docker" / "torchserve" / "render_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.render().replace(str(ROOT), "/home/model-server/bundle")
+    return dict(line.split("=", 1) for line in text.splitlines()
+                if line.strip() and not line.startswith("#"))
+
+
+def test_torchserve_management_is_pod_local():
+    """The pods run the image's own configuration with the REST and gRPC management APIs bound
+    to 127.0.0.1, where the exec probe (healthcheck.py) reaches them."""
+    (configmap,) = [d for _, d in DOCS if d["kind"] == "ConfigMap"
+                    and d["metadata"]["name"] == "torchserve-config"]
+    text = configmap["data"]["config.properties"]
+    pod = dict(line.split("=", 1) for line in text.splitlines()
+               if line.strip() and not line.startswith("#"))
+    expected = {**_image_config(), "management_address": "http://127.0.0.1:8081",
+                "grpc_management_address": "127.0.0.1"}
+    assert pod == expected, (
+        "k8s/plain/torchserve-config.yaml is out of date; its config.properties should be:\n"
+        + "\n".join(f"    {k}={v}" for k, v in expected.items()))
+    # The exec probe's default address is that loopback one.
+    from clients import endpoints
+
+    probe_default = (f"http://{endpoints.LOOPBACK}:"
+                     f"{endpoints.TORCHSERVE_PORTS['management']}")
+    healthcheck = (ROOT / "docker" / "torchserve" / "healthcheck.py").read_text()
+    assert "endpoints.TORCHSERVE_PORTS['management']" in healthcheck
+    assert probe_default == pod["management_address"]
+    for path, doc in deployments():
+        (container,) = doc["spec"]["template"]["spec"]["containers"]
+        if "torchserve:" not in container["image"]:
+            continue
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        mount = mounts["/home/model-server/config.properties"]
+        assert mount["subPath"] == "config.properties" and mount["readOnly"] is True
+        volumes = {v["name"]: v for v in doc["spec"]["template"]["spec"]["volumes"]}
+        assert volumes[mount["name"]]["configMap"]["name"] == "torchserve-config", path
+        ports = [p["containerPort"] for p in container["ports"]]
+        assert 8081 not in ports and 7071 not in ports, path

@@ -8,11 +8,12 @@ only the values that differ inside a container are chosen here:
   - bind 0.0.0.0: inside its network namespace the server must accept connections from the
     published ports and from Prometheus; compose publishes the ports on 127.0.0.1 of the host;
   - the official image's paths (model store /home/model-server/model-store, mounted read-only);
-  - the default ports, since each container has its own network namespace.
+  - the default ports (clients/endpoints.py), since each container has its own network namespace.
 Rendering at build time keeps the image immutable: the config the healthcheck and TorchServe read
 is the one that was tested, never rewritten at start.
 
-Only the standard library, PyYAML and scripts/catalog.py are used: they are all in the image.
+Only the standard library, PyYAML, the catalog (scripts/) and clients/endpoints.py are used: the
+image has them all (the bundle's shared code is copied into it as one unit).
 """
 
 from __future__ import annotations
@@ -25,17 +26,12 @@ from pathlib import Path
 BUNDLE = Path(__file__).resolve().parents[2]  # repo root here, /home/model-server/bundle in the image
 sys.path.insert(0, str(BUNDLE))
 
-from scripts import catalog  # noqa: E402  (needs the bundle root on sys.path first)
+from clients import endpoints  # noqa: E402  (needs the bundle root on sys.path first)
+from scripts import catalog  # noqa: E402
 
 HOME = Path("/home/model-server")
 MODEL_STORE = HOME / "model-store"
-PORTS = {
-    "inference_port": 8080,
-    "management_port": 8081,
-    "metrics_port": 8082,
-    "grpc_inference_port": 7070,
-    "grpc_management_port": 7071,
-}
+PORTS = {f"{name}_port": port for name, port in endpoints.TORCHSERVE_PORTS.items()}
 # Keys expire after a day like the native launcher's; the operator reads fresh ones from the
 # key file (README, "Docker").
 TOKEN_EXPIRATION_MIN = 1440

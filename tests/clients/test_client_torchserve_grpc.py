@@ -71,10 +71,12 @@ def test_wrong_token_is_unauthorized(torchserve, sample_images):
     with TorchServeGrpcClient(f"127.0.0.1:{torchserve.ports.grpc_inference}",
                               f"127.0.0.1:{torchserve.ports.grpc_management}",
                               token="wrong", model=MODEL) as client:
-        with pytest.raises(errors.Unauthorized):
+        with pytest.raises(errors.Unauthorized) as info:
             client.classify_image(sample_images["cat"])
-        with pytest.raises(errors.Unauthorized):
+        assert info.value.attempts == 1  # never retried
+        with pytest.raises(errors.Unauthorized) as info:
             client.list_models()
+        assert info.value.attempts == 1
 
 
 def test_list_models_sends_a_real_limit(ts_grpc, models):

@@ -186,7 +186,9 @@ def _decode_json_value(value: Any) -> Any:
     return value
 
 
-def _encode_json_value(name: str, value: np.ndarray) -> Any:
+def _encode_json_value(name: str, value: np.ndarray | bytes) -> Any:
+    if isinstance(value, bytes):  # one instance's element of a per-instance string output
+        value = np.asarray(value, dtype=object)
     if value.dtype == object or value.dtype.kind == "S":
         def enc(v: Any) -> Any:
             if isinstance(v, list):
