@@ -10,8 +10,8 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends prometheus busybox
 apt-get clean
 rm -rf /var/lib/apt/lists/*
-ln -sf /usr/bin/prometheus /bin/prometheus
-ln -sf /usr/bin/promtool /bin/promtool
+# /bin is /usr/bin on bookworm (merged /usr): /bin/prometheus and /bin/promtool are there already.
+test -x /bin/prometheus && test -x /bin/promtool
 ln -sf /bin/busybox /usr/local/bin/wget
 mkdir -p /prometheus /etc/prometheus
 [ -f /etc/prometheus/prometheus.yml ] || printf 'scrape_configs: []\n' > /etc/prometheus/prometheus.yml
