@@ -29,6 +29,9 @@ from handlers.errors import ImageTooLarge, InvalidImage
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 FORMATS_TEXT = "JPEG, PNG, GIF, BMP, WebP or TIFF"
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# libjpeg decodes every scan of a progressive JPEG in full, so thousands of tiny scans (a "scan
+# bomb") cost seconds per request; encoders write about 10, so 100 leaves a wide margin.
+MAX_JPEG_SCANS = 100
 # EXIF orientations that swap width and height when applied.
 TRANSPOSING = (5, 6, 7, 8)
 
@@ -113,6 +116,12 @@ def open_image(data: bytes, max_pixels: int, min_side: int) -> Decoded:
         )
     if width < 1 or height < 1:
         raise InvalidImage(f"the image has no pixels ({width}x{height})")
+    if image.format == "JPEG":
+        # Entropy-coded data stuffs every 0xFF with 0x00, so FF DA only ever starts a scan header
+        # (or one of an embedded thumbnail's): counting is exact enough and costs microseconds.
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            raise InvalidImage(f"the JPEG has {scans} scans; the limit is {MAX_JPEG_SCANS}")
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         size = (height, width) if orientation in TRANSPOSING else (width, height)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from clients import TorchServeClient, Unauthorized
-from scripts import ROOT, bundle_root, processes
+from scripts import ROOT, bundle_root, catalog, processes
 from scripts import torchserve as launcher
 
 MODEL = "efficientnet_lite0"
@@ -225,7 +225,8 @@ def test_stop_ends_the_whole_group_and_frees_the_ports(short_keys):
     roles = sorted("worker" if "model_service_worker.py" in " ".join(p.cmdline()) else p.name()
                    for p in group if p.pid != short_keys.pid)
     assert short_keys.pid in [p.pid for p in group]  # the torchserve CLI
-    assert roles == ["java", "worker"]
+    workers = catalog.load()[MODEL].workers.min
+    assert roles == ["java"] + ["worker"] * workers
 
     assert launcher.stop(short_keys.run_dir) is True
     # Reaped, not only dead: a zombie still counts as running here.

@@ -125,3 +125,15 @@ def test_hostile_headers_are_400(photo):
     with pytest.raises(InvalidImage):
         decoding.open_image(bytes(data), LIMIT, 256)
     assert np.asarray(photo).shape[2] == 3
+
+
+def test_a_jpeg_scan_bomb_is_refused_before_decoding(decoded_pixels):
+    from scripts import drill_payloads
+
+    bomb = drill_payloads.progressive_jpeg_scans(scans=decoding.MAX_JPEG_SCANS + 50, side=64)
+    with pytest.raises(InvalidImage, match="scans; the limit is"):
+        decoding.open_image(bomb, LIMIT, 256)
+    assert decoded_pixels == []
+    # An ordinary progressive JPEG (about 10 scans) still decodes.
+    normal = drill_payloads.progressive_jpeg_scans(scans=0, side=64)
+    assert decoding.open_image(normal, LIMIT, 64).rgb.shape == (64, 64, 3)
