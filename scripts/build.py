@@ -121,9 +121,10 @@ def build_mar(model: Model, store: Path | None = None) -> Path:
 
 
 def build_savedmodel(model: Model) -> None:
-    from scripts import export_tf
-
-    export_tf.export(model)
+    # In a process of its own: once TensorFlow is loaded, a later import of triton (through
+    # torch._dynamo, which the ONNX export and torchvision.ops reach) segfaults this process.
+    subprocess.run([sys.executable, "-m", "scripts.export_tf", "--model", model.name],
+                   check=True, cwd=ROOT)
 
 
 def tf_sources() -> list[Path]:
