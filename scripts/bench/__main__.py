@@ -137,7 +137,7 @@ def sender_factory(server: launcher.Server, target: targets.Target, payload: byt
                                   model=target.model, retry=RetryPolicy.none(),
                                   timeouts=Timeouts(connect=10, read=120))
         if target.payload == "text":
-            return (lambda: client.predict_json({"text": payload.decode()})), client.close
+            return (lambda: client.predict({"text": payload.decode()})), client.close
         return (lambda: client.predict(payload)), client.close
 
     return make
