@@ -32,6 +32,8 @@ $(STAMP): requirements.txt constraints.txt
 	$(PY) -m pip install -r requirements.txt -c constraints.txt
 	# declares the full `tensorflow`; this environment has tensorflow-cpu (same modules)
 	$(PY) -m pip install --no-deps tensorflow-serving-api==2.21.0
+	# MTCNN weights for face_detector; its declared pins (torch<2.3) are old, its imports are here
+	$(PY) -m pip install --no-deps facenet-pytorch==2.6.0
 	touch $@
 
 venv: $(STAMP)  ## create .venv with the pinned requirements

@@ -1,7 +1,9 @@
 """Root pytest configuration.
 
-torch is imported first on purpose: in one process, importing tensorflow before torchvision
-segfaults, and pytest may collect a TF test module before a torch one.
+torch and torchvision.ops are imported first on purpose: in one process, importing tensorflow
+before torchvision (whose ops pull in torch._dynamo and triton, as the face detector does)
+segfaults, and pytest may collect or run a TF test module before a torch one.
 """
 
 import torch  # noqa: F401
+import torchvision.ops  # noqa: F401

@@ -1,10 +1,15 @@
 """Decoding untrusted image bytes into an RGB uint8 array, and the shared crop/resize/scale step.
 
+Only the six documented formats are opened (JPEG, PNG, GIF, BMP, WebP, TIFF): Pillow is asked to
+try no other plugin, so container formats such as ICO, ICNS, PSD or EPS, which can wrap a large
+PNG behind a small header, are refused before anything is decoded.
+
 Every PIL mode ends as RGB: EXIF orientation is applied, transparency is composited on white
 (a transparent pixel's stored colour is arbitrary), 16/32-bit grayscale is scaled to 8 bits rather
 than clipped. The pixel count is checked from the header, before any pixel is decoded, so a
-decompression bomb costs nothing. Large JPEGs are decoded at a reduced DCT scale (draft mode)
-that still leaves at least the crop size, which is much faster and uses far less memory.
+decompression bomb costs nothing; Pillow's own guard (Image.MAX_IMAGE_PIXELS) stays on at the
+same catalog limit for anything the header check cannot see. Large JPEGs are decoded at a reduced
+DCT scale (draft mode) that still leaves at least the size the model needs.
 """
 
 from __future__ import annotations
@@ -12,33 +17,65 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from handlers.errors import ImageTooLarge, InvalidImage
 
-# PIL's own guard fires at 2x this; our limit (from the catalog) is checked first and lower.
-Image.MAX_IMAGE_PIXELS = None
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+FORMATS_TEXT = "JPEG, PNG, GIF, BMP, WebP or TIFF"
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# EXIF orientations that swap width and height when applied.
+TRANSPOSING = (5, 6, 7, 8)
 
 
-def _open(data: bytes) -> Image.Image:
+@dataclass(frozen=True)
+class Decoded:
+    """An image as the model sees it, and the size the client sees (after EXIF rotation).
+
+    rgb may be smaller than `size` when JPEG draft decoding reduced it; scale_x/scale_y map
+    its pixel coordinates back to the original image."""
+
+    rgb: np.ndarray
+    size: tuple[int, int]  # (width, height) of the original image, upright
+
+    @property
+    def scale_x(self) -> float:
+        return self.size[0] / self.rgb.shape[1]
+
+    @property
+    def scale_y(self) -> float:
+        return self.size[1] / self.rgb.shape[0]
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc).encode("ascii", "backslashreplace").decode()[:120]
+    return text or type(exc).__name__
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")
+    # Pillow raises DecompressionBombError above twice this; the header check in open_image
+    # refuses anything above it with the exact size first.
+    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         raise InvalidImage(
-            f"cannot identify an image in {len(data)} bytes (expected JPEG, PNG, GIF, BMP, "
-            "WebP or TIFF)"
+            f"cannot identify an image in {len(data)} bytes (expected {FORMATS_TEXT})"
         ) from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImage(f"the image header is corrupt: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"the image is over the limit of {max_pixels} pixels "
+                            f"({_why(exc)})") from None
+    except Exception as exc:  # Pillow's parsers raise many types on hostile headers
+        raise InvalidImage(f"the image header is corrupt: {_why(exc)}") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -64,12 +101,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
-    """Bytes -> HxWx3 uint8 RGB, or InvalidImage / ImageTooLarge naming the problem.
-
-    min_side is the smallest side the caller needs; JPEG draft decoding never goes below it.
-    """
-    image = _open(data)
+def open_image(data: bytes, max_pixels: int, min_side: int) -> Decoded:
+    """Bytes -> Decoded (HxWx3 uint8 RGB, upright), or InvalidImage / ImageTooLarge naming the
+    problem. min_side is the smallest side the caller needs; JPEG draft decoding never goes
+    below it."""
+    image = _open(data, max_pixels)
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(
@@ -78,15 +114,23 @@ def decode(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
     if width < 1 or height < 1:
         raise InvalidImage(f"the image has no pixels ({width}x{height})")
     try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        size = (height, width) if orientation in TRANSPOSING else (width, height)
         if image.format == "JPEG":
             image.draft("RGB", (min_side, min_side))
         image = ImageOps.exif_transpose(image)
         image.load()
-        return np.asarray(_to_rgb(image))
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidImage(f"the image data is corrupt or truncated: {exc}") from None
+        return Decoded(np.asarray(_to_rgb(image)), size)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from None
+        raise ImageTooLarge(f"the image is over the limit of {max_pixels} pixels "
+                            f"({_why(exc)})") from None
+    except Exception as exc:  # the same for the pixel data
+        raise InvalidImage(f"the image data is corrupt or truncated: {_why(exc)}") from None
+
+
+def decode(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
+    """Bytes -> HxWx3 uint8 RGB (see open_image)."""
+    return open_image(data, max_pixels, min_side).rgb
 
 
 def crop_side(height: int, width: int, crop_fraction: float) -> int:

@@ -39,7 +39,7 @@ def fingerprint(model: Model, server: str, extra_files: list[Path] = ()) -> str:
     digest.update(json.dumps(asdict(model), sort_keys=True, default=str).encode())
     digest.update(server.encode())
     for dist in ("torch", "torch-model-archiver", "tensorflow-cpu", "keras",
-                 "efficientnet-lite-pytorch"):
+                 "efficientnet-lite-pytorch", "transformers", "tokenizers", "facenet-pytorch"):
         try:
             digest.update(f"{dist}={metadata.version(dist)}".encode())
         except metadata.PackageNotFoundError:
@@ -68,14 +68,25 @@ def handler_sources() -> list[Path]:
     return sorted(p for p in HANDLERS.glob("*.py"))
 
 
+def handler_module(model: Model) -> Path:
+    """The model's handler module; checked here rather than at catalog load, so tools that only
+    read the catalog (the Docker config renderer) do not need handlers/."""
+    path = HANDLERS / f"{model.handler}.py"
+    if not path.is_file():
+        raise catalog.CatalogError(
+            f"model {model.name!r}: handler handlers/{model.handler}.py does not exist")
+    return path
+
+
 def build_mar(model: Model) -> None:
-    """Package weights, labels, model-config.yaml and the handlers package into a .mar."""
-    weights = model.weights.verified()
+    """Package the catalog's files, model-config.yaml and the handlers package into a .mar."""
+    handler = handler_module(model)
     stage = Path(tempfile.mkdtemp(prefix=f"{model.name}-", dir=ROOT / "build"))
     try:
         extra = stage / "extra"
         shutil.copytree(HANDLERS, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__"))
-        (extra / "labels.json").write_text(json.dumps(catalog.labels(model)))
+        for archive_path, source in model.files.items():
+            source.copy_into(extra / archive_path)
         config = stage / "model-config.yaml"
         config.write_text(yaml.safe_dump(model.model_config_yaml(), sort_keys=False))
         tmp_store = stage / "out"
@@ -89,8 +100,7 @@ def build_mar(model: Model) -> None:
                 str(archiver),
                 "--model-name", model.name,
                 "--version", model.version,
-                "--serialized-file", str(weights),
-                "--handler", str(HANDLERS / f"{model.handler}.py"),
+                "--handler", str(handler),
                 "--extra-files", str(extra),
                 "--config-file", str(config),
                 "--export-path", str(tmp_store),

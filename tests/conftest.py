@@ -35,7 +35,14 @@ def mar_archives(models):
 
 @pytest.fixture(scope="session")
 def sample_images() -> dict[str, Path]:
+    """The classifier's sample photos (cat, coffee) and the face photo (astronaut)."""
     return samples.write_all()
+
+
+@pytest.fixture(scope="session")
+def classifier_photos(sample_images) -> dict[str, Path]:
+    """Only the photos with a known ImageNet class (samples.PHOTOS)."""
+    return {name: path for name, path in sample_images.items() if name in samples.PHOTOS}
 
 
 @pytest.fixture(scope="session")

@@ -197,12 +197,13 @@ def test_warmup_records_replay(model, loaded, tf):
 # --------------------------------------------------------------------------- agreement
 
 
-def test_agreement_with_pytorch(model, loaded, torch_net, sample_images, tf):
+def test_agreement_with_pytorch(model, loaded, torch_net, classifier_photos, tf):
     """Issue #3 part 4: on the sample photos TF's top-5 equals PyTorch's and max |dp| < 1e-3,
     both on identical pixels (`pixels`) and end to end from the JPEG bytes (`serving_default`)."""
     k = model.topk
     figures = {"pixels": {"matches": 0, "max_abs_dp": 0.0},
                "serving_default": {"matches": 0, "max_abs_dp": 0.0}}
+    sample_images = classifier_photos
     for name, path in sorted(sample_images.items()):
         pixels = export_tf.torch_pixels(_rgb(path), model)
         ref = _torch_probabilities(torch_net, pixels)[0]

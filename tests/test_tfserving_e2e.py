@@ -49,7 +49,8 @@ def model(request) -> catalog.Model:
 
 @pytest.fixture(scope="module")
 def photos() -> dict[str, bytes]:
-    return {name: path.read_bytes() for name, path in samples.write_all().items()}
+    return {name: path.read_bytes() for name, path in samples.write_all().items()
+            if name in samples.PHOTOS}
 
 
 def _b64(data: bytes) -> dict:

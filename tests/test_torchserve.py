@@ -10,7 +10,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import images
+from tests import fuzz, images
 
 MODEL = "efficientnet_lite0"
 
@@ -105,7 +105,7 @@ BAD_INPUTS = {
     "random bytes": (bytes(range(256)) * 8, 400, "cannot identify an image"),
     "text": (b"a cat, trust me", 400, "cannot identify an image"),
     "invalid base64": (json.dumps({"data": "@@@not base64@@@"}).encode(), 400, "base64"),
-    "bomb": (None, 413, "30000x30000"),
+    "bomb": (None, 413, "limit of"),
     "truncated jpeg": (None, 400, "truncated"),
 }
 
@@ -188,3 +188,101 @@ def test_binds_loopback_only(torchserve):
     assert len(addresses) == 5 and all("127.0.0.1" in line for line in addresses)
     assert "disable_token_authorization=false" in config
     assert "enable_model_api=false" in config
+
+
+# -- a bad request never fails its batch nor the worker ------------------------------------------
+def worker_pids(server, model: str = MODEL) -> list[int]:
+    resp = requests.get(f"{server.management_url}/models/{model}",
+                        headers=server.auth("management"), timeout=30)
+    resp.raise_for_status()
+    workers = [w for entry in resp.json() for w in entry["workers"]]
+    assert workers and all(w["status"] == "READY" for w in workers), workers
+    return sorted(int(w["pid"]) for w in workers)
+
+
+def send_together(calls) -> list[requests.Response]:
+    """Send the calls at the same moment (a barrier), so TorchServe batches them."""
+    import threading
+
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        return call()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+@pytest.mark.parametrize("case", list(fuzz.poison_bodies(b"")))
+def test_poison_request_fails_alone_and_the_worker_survives(torchserve, sample_images, case):
+    pids = worker_pids(torchserve)
+    cat, coffee = sample_images["cat"].read_bytes(), sample_images["coffee"].read_bytes()
+    body = fuzz.poison_bodies(coffee)[case]
+    url = f"{torchserve.inference_url}/predictions/{MODEL}"
+    json_headers = {**torchserve.auth(), "Content-Type": "application/json"}
+    goods = [cat, coffee] * 3
+    calls = [lambda data=data: predict(torchserve, data) for data in goods[:3]]
+    calls.append(lambda: requests.post(url, data=body, headers=json_headers, timeout=60))
+    calls += [lambda data=data: predict(torchserve, data) for data in goods[3:]]
+    answers = send_together(calls)
+    poison = answers.pop(3)
+    assert_client_error(poison, 400, "")
+    assert poison.reason.isascii() and len(poison.reason) < 40
+    assert len(poison.json()["message"]) < 300
+    for data, resp in zip(goods, answers):
+        assert resp.status_code == 200, resp.text
+        expected = images.CAT_CLASSES if data == cat else {images.ESPRESSO}
+        assert resp.json()[0]["class_index"] in expected
+    assert worker_pids(torchserve) == pids
+
+
+def _http_call(server, model: str, row: dict):
+    """A fuzzed handler row as an HTTP request: its body with a matching Content-Type,
+    multipart fields as multipart, parameters in the query string of /<model>/predict."""
+    from urllib.parse import urlencode
+
+    headers = dict(server.auth())
+    params = {k: bytes(v).decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else v
+              for k, v in row.items() if k not in ("body", "data", "file")}
+    url = f"{server.inference_url}/{model}/predict"
+    if params:
+        url += "?" + urlencode(params)
+    if "data" in row or "file" in row:
+        name = "data" if "data" in row else "file"
+        files = {name: ("input", bytes(row[name]), "application/octet-stream")}
+        return lambda: requests.post(url, files=files, headers=headers, timeout=60)
+    body = row.get("body", b"")
+    if isinstance(body, (dict, list)) or body is None or isinstance(body, (int, float)):
+        data, kind = json.dumps(body).encode(), "application/json"
+    elif isinstance(body, str):
+        data, kind = body.encode("utf-8", "surrogatepass"), "text/plain; charset=utf-8"
+    else:
+        data, kind = bytes(body), "application/octet-stream"
+    headers["Content-Type"] = kind
+    return lambda: requests.post(url, data=data, headers=headers, timeout=60)
+
+
+def test_fuzzed_batches_against_the_server(torchserve, sample_images):
+    import random
+
+    from PIL import Image
+
+    pids = worker_pids(torchserve)
+    rng = random.Random(8)
+    small = images.encode(Image.open(sample_images["coffee"]).convert("RGB").resize((96, 64)),
+                          "JPEG")
+    coffee = sample_images["coffee"].read_bytes()
+    for _ in range(3):
+        rows = [fuzz.image_request(rng, small) for _ in range(6)]
+        calls = [lambda: predict(torchserve, coffee)]
+        calls += [_http_call(torchserve, MODEL, row) for row in rows]
+        calls += [lambda: predict(torchserve, coffee)]
+        answers = send_together(calls)
+        for resp in (answers[0], answers[-1]):
+            assert resp.status_code == 200 and resp.json()[0]["class_index"] == images.ESPRESSO
+        for row, resp in zip(rows, answers[1:-1]):
+            assert resp.status_code == 200 or 400 <= resp.status_code < 500, (row, resp.text)
+            assert resp.headers["content-type"].startswith("application/json")
+            resp.json()
+    assert worker_pids(torchserve) == pids
