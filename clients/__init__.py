@@ -18,11 +18,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     **dict.fromkeys(["ServingError", "ConnectionFailed", "Timeout", "InvalidInput", "NotFound",
-                     "Unauthorized", "Unavailable", "ServerError", "ConfigurationError",
-                     "PermissionDenied"], "clients.errors"),
-    "Prediction": "clients.inputs",
-    "RetryPolicy": "clients.transport", "Timeouts": "clients.transport",
-    "TorchServeClient": "clients.torchserve_rest", "ModelHealth": "clients.torchserve_rest",
+                     "Unauthorized", "Unavailable", "InstanceError"], "clients.errors"),
+    "Prediction": "clients.images", "Face": "clients.images",
+    "RetryPolicy": "clients.transport", "Timeouts": "clients.transport", "TLS": "clients.transport",
+    "TorchServeClient": "clients.torchserve_rest", "ModelHealth": "clients.torchserve_common",
     "TorchServeGrpcClient": "clients.torchserve_grpc",
     "TFServingClient": "clients.tfserving_rest",
     "TFServingGrpcClient": "clients.tfserving_grpc",

@@ -1,9 +1,9 @@
 """REST transport shared by the TorchServe and TF Serving REST clients.
 
 One urllib3.PoolManager per client: keep-alive connections are pooled and reused, and the pool
-manager is thread-safe (a requests.Session is not documented as such), so one client can be
-shared by all threads of an application. urllib3's own retries are off: retrying is the
-transport policy's job (clients.transport.RetryPolicy), applied identically to gRPC.
+manager is thread-safe, so one client can be shared by all threads of an application.
+urllib3's own retries are off: retrying is the transport policy's job
+(clients.transport.RetryPolicy), applied identically to gRPC.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import urllib3
 from urllib3 import exceptions as u3
 
 from clients import errors
-from clients.transport import RetryPolicy, Timeouts
+from clients.transport import TLS, RetryPolicy, Timeouts
 
 USER_AGENT = "serving-bundle-client"
 
@@ -41,62 +41,60 @@ class Response:
 
 
 class HttpTransport:
-    """Pooled HTTP with typed errors and the shared retry policy."""
+    """Pooled HTTP(S) with typed errors and the shared retry policy."""
 
     def __init__(self, timeouts: Timeouts | None = None, retry: RetryPolicy | None = None,
-                 pool_maxsize: int = 10) -> None:
+                 tls: TLS | None = None, pool_maxsize: int = 10) -> None:
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
+        self.budget = self.retry.budget()
+        ssl: dict[str, Any] = {}
+        if tls is not None:
+            ssl = {"cert_reqs": "CERT_REQUIRED", "ca_certs": tls.ca_file,
+                   "cert_file": tls.cert_file, "key_file": tls.key_file}
+            ssl = {k: str(v) if k != "cert_reqs" else v for k, v in ssl.items() if v is not None}
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_maxsize, retries=False,
-                                         headers={"User-Agent": USER_AGENT})
+                                         headers={"User-Agent": USER_AGENT}, **ssl)
 
     def close(self) -> None:
         self._pool.clear()
 
     def request(self, method: str, url: str, *, body: bytes | None = None,
-                json: Any = None, fields: Mapping[str, Any] | None = None,
-                headers: Mapping[str, str] | None = None, idempotent: bool = True,
-                timeout: Timeouts | None = None, ok: tuple[int, ...] = ()) -> Response:
-        """Send one request (retried per policy); return the 2xx response or raise ServerError.
+                json: Any = None, headers: Mapping[str, str] | None = None,
+                idempotent: bool = True, ok: tuple[int, ...] = ()) -> Response:
+        """Send one request (retried per policy); return the 2xx response or raise.
 
-        Exactly one of body/json/fields may be given; fields is sent as multipart/form-data.
-        Status codes in `ok` are returned instead of raised (e.g. 202 is always fine).
+        At most one of body/json. Status codes in `ok` are returned instead of raised.
         """
-        timeout = timeout or self.timeouts
         hdrs = dict(headers or {})
         if json is not None:
             body = jsonlib.dumps(json).encode()
             hdrs.setdefault("Content-Type", "application/json")
         elif body is not None:
             hdrs.setdefault("Content-Type", "application/octet-stream")
-
-        # urllib3 hands unknown keywords to the connection: pass fields only when used.
-        extra = {"fields": fields} if fields is not None else {}
+        timeout = urllib3.Timeout(connect=self.timeouts.connect, read=self.timeouts.read)
 
         def once() -> Response:
             try:
-                resp = self._pool.request(
-                    method, url, body=body, headers=hdrs, **extra,
-                    timeout=urllib3.Timeout(connect=timeout.connect, read=timeout.read),
-                )
-            except u3.NewConnectionError as exc:
-                # Checked before ConnectTimeoutError, which it subclasses.
+                resp = self._pool.request(method, url, body=body, headers=hdrs, timeout=timeout)
+            except (u3.NewConnectionError, u3.ConnectTimeoutError, u3.SSLError,
+                    u3.ProxyError) as exc:
+                # Raised while connecting (TCP, proxy or TLS handshake): nothing was sent.
                 raise errors.ConnectionFailed(f"cannot connect: {_reason(exc)}", url=url) from None
-            except u3.ConnectTimeoutError:
-                raise errors.Timeout(f"connect timeout after {timeout.connect}s", url=url,
-                                     connect=True) from None
             except u3.ReadTimeoutError:
-                raise errors.Timeout(f"no answer within the read timeout ({timeout.read}s)",
+                raise errors.Timeout(f"no answer within the read timeout ({self.timeouts.read}s)",
                                      url=url) from None
-            except (u3.ProtocolError, u3.SSLError, u3.ProxyError, u3.LocationParseError,
-                    u3.HTTPError) as exc:
-                raise errors.ConnectionFailed(f"connection failed: {_reason(exc)}",
-                                              url=url) from None
+            except (u3.ProtocolError, u3.HTTPError) as exc:
+                # The request may have reached the server: not provably unprocessed.
+                raise errors.ServingError(f"connection lost after sending: {_reason(exc)}",
+                                          url=url) from None
             if resp.status >= 400 and resp.status not in ok:
-                raise errors.from_http(resp.status, resp.data, url=url, reason=resp.reason)
+                raise errors.from_http(resp.status, resp.data, url=url, reason=resp.reason,
+                                       retry_after=resp.headers.get("Retry-After"))
             return Response(resp.status, resp.data, resp.headers)
 
-        return self.retry.call(once, idempotent=idempotent, what=f"{method} {url}")
+        return self.retry.call(once, idempotent=idempotent, what=f"{method} {url}",
+                               budget=self.budget)
 
 
 def _reason(exc: Exception) -> str:

@@ -1,12 +1,23 @@
-"""Typed errors shared by the four clients (TorchServe/TF Serving x REST/gRPC).
+"""The client's exceptions: one base type and six that callers actually catch.
 
-Contract:
-  - Every failure a client raises is a ServingError; nothing from requests/urllib3/grpc leaks.
-  - ServerError subclasses are chosen from the HTTP status, or from the gRPC status code mapped
-    to its HTTP equivalent, so `except NotFound` works for both protocols.
-  - `message` is the server's own message (TorchServe's "message", TF Serving's "error", gRPC
-    details), never a paraphrase, so users can search logs and issues for it.
-  - `retryable` says whether the retry policy may repeat the call (transient errors only).
+    ServingError            base: every failure a client raises (a server status not listed
+    |                       below, e.g. 500 or 507, is a plain ServingError)
+    +-- ConnectionFailed    the request was never sent (refused, DNS, TLS handshake, connect
+    |                       timeout): safe to retry, nothing was processed
+    +-- Timeout             sent, but no answer in time (read timeout, DEADLINE_EXCEEDED); the
+    |                       server may still be working on it, so it is not retried
+    +-- InvalidInput        any other 4xx (400, 403, 405, 413, 422 ...) / INVALID_ARGUMENT,
+    |                       FAILED_PRECONDITION, PERMISSION_DENIED (e.g. the model API is off)
+    +-- Unauthorized        401, TorchServe's InvalidKeyException / UNAUTHENTICATED, "Token
+    |                       Authorization failed": missing, wrong or expired key. Never retried
+    +-- NotFound            404 / NOT_FOUND and TorchServe's Model(Version)NotFoundException
+    +-- Unavailable         503, 429 / UNAVAILABLE, RESOURCE_EXHAUSTED: overloaded or restarting
+    +-- InstanceError       one instance of a batch failed while its neighbours were answered
+
+Every error carries the server's own words in `message` (TorchServe's "message", TF Serving's
+"error", gRPC details), never a paraphrase, plus `status_code` (HTTP, or the HTTP equivalent of
+the gRPC code), `grpc_code`, TorchServe's error `type`, the `url` and the `attempts` made.
+Nothing from urllib3 or grpc leaks.
 """
 
 from __future__ import annotations
@@ -16,125 +27,78 @@ from typing import Any
 
 
 class ServingError(Exception):
-    """Base class of every client error. `attempts` is how many tries were made."""
+    """Base class of every client error."""
 
-    retryable = False
-
-    def __init__(self, message: str, *, url: str | None = None) -> None:
+    def __init__(self, message: str, *, status_code: int | None = None,
+                 grpc_code: str | None = None, error_type: str | None = None,
+                 url: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.url = url
-        self.attempts = 1
-
-    def __str__(self) -> str:
-        where = f" ({self.url})" if self.url else ""
-        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
-        return f"{self.message}{where}{tries}"
-
-
-class ConfigurationError(ServingError):
-    """The client is misconfigured: no address, unreadable key file, missing gRPC extra."""
-
-
-class ConnectionFailed(ServingError):
-    """No connection could be made (refused, reset, DNS). Safe to retry: nothing was processed."""
-
-    retryable = True
-
-
-class Timeout(ServingError):
-    """Connect or read timeout, or gRPC DEADLINE_EXCEEDED.
-
-    A connect timeout is retryable (the request never reached the server); a read timeout is not,
-    because the server may still be working on it and retrying would double the load.
-    """
-
-    def __init__(self, message: str, *, url: str | None = None, connect: bool = False) -> None:
-        super().__init__(message, url=url)
-        self.connect = connect
-        self.retryable = connect
-
-
-class ServerError(ServingError):
-    """The server answered with an error status.
-
-    status_code: HTTP status (for gRPC: the HTTP equivalent of the gRPC code).
-    grpc_code: the gRPC status code name ("INVALID_ARGUMENT"), or None for REST.
-    error_type: TorchServe's error "type" (e.g. "ModelNotFoundException") when it sends one.
-    body: the raw response body (REST) for debugging.
-    """
-
-    def __init__(self, message: str, *, status_code: int, grpc_code: str | None = None,
-                 error_type: str | None = None, body: str | None = None,
-                 url: str | None = None) -> None:
-        super().__init__(message, url=url)
         self.status_code = status_code
         self.grpc_code = grpc_code
         self.error_type = error_type
-        self.body = body
+        self.url = url
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After)
+        self.attempts = 1
 
     def __str__(self) -> str:
-        code = self.grpc_code or f"HTTP {self.status_code}"
-        return f"{code}: {super().__str__()}"
+        code = self.grpc_code or (f"HTTP {self.status_code}" if self.status_code else "")
+        where = f" ({self.url})" if self.url else ""
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{code + ': ' if code else ''}{self.message}{where}{tries}"
 
 
-class InvalidInput(ServerError):
-    """400 / INVALID_ARGUMENT / FAILED_PRECONDITION / OUT_OF_RANGE: fix the request."""
+class ConnectionFailed(ServingError):
+    """No request was sent: connection refused, name not resolved, TLS handshake failed, or
+    the connect timeout passed."""
 
 
-class Unauthorized(ServerError):
-    """401 / UNAUTHENTICATED: missing, wrong or expired token."""
+class Timeout(ServingError):
+    """The request was sent but no answer came within the read timeout or gRPC deadline."""
 
 
-class PermissionDenied(ServerError):
-    """403 / PERMISSION_DENIED."""
+class InvalidInput(ServingError):
+    """The server refused the request as it is: fix the request, do not retry it."""
 
 
-class NotFound(ServerError):
-    """404 / NOT_FOUND: unknown model, version, label or path."""
+class Unauthorized(ServingError):
+    """Missing, wrong or expired key (TorchServe keys expire; `make key` prints a fresh one)."""
 
 
-class MethodNotAllowed(ServerError):
-    """405 (also TorchServe's answer to register/unregister with the model API disabled)."""
+class NotFound(ServingError):
+    """Unknown model, version, label or path."""
 
 
-class PayloadTooLarge(ServerError):
-    """413: the request (or the image's pixel count) exceeds the server's limit."""
+class Unavailable(ServingError):
+    """Overloaded (queue full), restarting, or no worker ready. The client retries it."""
 
 
-class TooManyRequests(ServerError):
-    """429 / RESOURCE_EXHAUSTED. Not retried automatically: back off at the application level."""
+class InstanceError(ServingError):
+    """One instance of a batch failed. `index` is its position in the batch; `results` is the
+    whole batch's answer, with InstanceError objects in place of the failed instances, so the
+    neighbours' answers are not lost."""
+
+    def __init__(self, message: str, *, index: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.index = index
+        self.results: list[Any] = []
+
+    def __str__(self) -> str:
+        return f"instance {self.index}: {super().__str__()}"
 
 
-class InternalServerError(ServerError):
-    """500 / INTERNAL / UNKNOWN: a server-side bug or a failed worker."""
-
-
-class NotImplementedOnServer(ServerError):
-    """501 / UNIMPLEMENTED: the server does not offer this call."""
-
-
-class Unavailable(ServerError):
-    """503 / UNAVAILABLE: overloaded, restarting, or no worker ready. Retried."""
-
-    retryable = True
-
-
-class GatewayTimeout(ServerError):
-    """504: a proxy or the server's own worker timed out. Retried (predictions are idempotent)."""
-
-    retryable = True
-
-
-_BY_STATUS: dict[int, type[ServerError]] = {
-    400: InvalidInput, 401: Unauthorized, 403: PermissionDenied, 404: NotFound,
-    405: MethodNotAllowed, 413: PayloadTooLarge, 429: TooManyRequests, 500: InternalServerError,
-    501: NotImplementedOnServer, 503: Unavailable, 504: GatewayTimeout,
+# HTTP status -> type; 4xx not listed are InvalidInput, 5xx not listed the base type.
+_BY_STATUS: dict[int, type[ServingError]] = {
+    401: Unauthorized, 404: NotFound, 429: Unavailable, 503: Unavailable,
 }
-
-_STATUS_OF = {cls: code for code, cls in _BY_STATUS.items()}
-
-# gRPC status code name -> HTTP status, following google.rpc.Code's documented HTTP mapping.
+# TorchServe error types whose status code does not say what they mean: 0.12 answers a wrong
+# or expired key with HTTP 400, and a missing model over gRPC with INTERNAL.
+_BY_TYPE: dict[str, type[ServingError]] = {
+    "InvalidKeyException": Unauthorized,
+    "ModelNotFoundException": NotFound,
+    "ModelVersionNotFoundException": NotFound,
+}
+# gRPC status code name -> HTTP status, after google.rpc.Code's documented mapping.
 GRPC_TO_HTTP: dict[str, int] = {
     "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
     "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
@@ -144,20 +108,12 @@ GRPC_TO_HTTP: dict[str, int] = {
 }
 
 
-# TorchServe exception types whose status code does not say what they mean.
-TYPE_CLASSES: dict[str, type[ServerError]] = {
-    "InvalidKeyException": Unauthorized,
-    "ModelNotFoundException": NotFound,
-    "ModelVersionNotFoundException": NotFound,
-}
-
-
-def error_class(status_code: int) -> type[ServerError]:
+def error_class(status_code: int, error_type: str | None = None) -> type[ServingError]:
+    if error_type in _BY_TYPE:
+        return _BY_TYPE[error_type]
     if status_code in _BY_STATUS:
         return _BY_STATUS[status_code]
-    if 400 <= status_code < 500:
-        return InvalidInput if status_code == 422 else ServerError
-    return InternalServerError if status_code >= 500 else ServerError
+    return InvalidInput if 400 <= status_code < 500 else ServingError
 
 
 def _server_message(body: str) -> tuple[str | None, str | None]:
@@ -169,67 +125,72 @@ def _server_message(body: str) -> tuple[str | None, str | None]:
     if isinstance(doc, dict):
         message = doc.get("message") or doc.get("error")
         if isinstance(message, str):
-            return message, doc.get("type") if isinstance(doc.get("type"), str) else None
+            kind = doc.get("type")
+            return message, kind if isinstance(kind, str) else None
     return None, None
 
 
-def from_http(status_code: int, body: bytes, url: str | None = None,
-              reason: str | None = None) -> ServerError:
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the delta-seconds form; an HTTP date is ignored)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def from_http(status_code: int, body: bytes, url: str | None = None, reason: str | None = None,
+              retry_after: str | None = None) -> ServingError:
     """The typed error for an HTTP error response."""
     text = body.decode("utf-8", "replace")
     message, error_type = _server_message(text)
     if message is None:
         message = text.strip()[:500] or reason or f"HTTP {status_code}"
-    # TorchServe 0.12 answers a wrong or expired token with HTTP 400, not 401.
-    cls = TYPE_CLASSES.get(error_type or "", error_class(status_code))
-    return cls(message, status_code=status_code, error_type=error_type, body=text, url=url)
+    cls = error_class(status_code, error_type)
+    return cls(message, status_code=status_code, error_type=error_type, url=url,
+               retry_after=_retry_after(retry_after))
 
 
 def _split_java_exception(details: str) -> tuple[str, str | None]:
     """TorchServe's gRPC details end with the Java exception class on its own line
-    ("Model not found: x\norg.pytorch.serve...ModelNotFoundException"): (message, class name)."""
+    ("Model not found: x\\norg.pytorch.serve...ModelNotFoundException"): (message, class name)."""
     head, sep, tail = details.rpartition("\n")
     if sep and tail.startswith(("org.pytorch.", "java.")) and " " not in tail.strip():
         return head.strip(), tail.strip().rsplit(".", 1)[-1]
     return details, None
 
 
-def from_grpc_code(code_name: str, details: str | None, target: str | None = None) -> ServingError:
+_NOT_SENT = ("failed to connect", "connection refused", "connections to all backends failing",
+             "dns resolution failed", "ssl handshake failed", "handshake failed")
+
+
+def from_grpc(code_name: str, details: str | None, target: str | None = None) -> ServingError:
     """The typed error for a gRPC status (code name as in grpc.StatusCode.X.name)."""
     message, error_type = _split_java_exception(details or code_name)
-    if code_name == "DEADLINE_EXCEEDED":
-        return Timeout(message, url=target)
     status = GRPC_TO_HTTP.get(code_name, 500)
-    if code_name == "UNAVAILABLE" and _is_connect_failure(message):
-        return ConnectionFailed(message, url=target)
-    cls = error_class(status)
-    # TorchServe reports a missing model as INTERNAL and a bad token as PERMISSION_DENIED over
-    # gRPC; type them like their REST twins so `except NotFound` works for both protocols.
-    if error_type in TYPE_CLASSES:
-        cls = TYPE_CLASSES[error_type]
-        status = _STATUS_OF.get(cls, status)
+    if code_name == "DEADLINE_EXCEEDED":
+        cls: type[ServingError] = Timeout
+    elif code_name == "UNAVAILABLE" and any(s in message.lower() for s in _NOT_SENT):
+        cls = ConnectionFailed
     elif message.startswith("Token Authorization failed"):
-        cls, status = Unauthorized, 401
+        cls = Unauthorized  # TorchServe says PERMISSION_DENIED or INTERNAL for a bad key
+    else:
+        cls = error_class(status, error_type)
+    # Typed like the REST twin, with the REST twin's status (`except NotFound` and
+    # `.status_code == 404` hold for both protocols).
+    status = {Unauthorized: 401, NotFound: 404}.get(cls, status)
     return cls(message, status_code=status, grpc_code=code_name, error_type=error_type,
                url=target)
 
 
-def from_payload(doc: object, target: str | None = None) -> ServerError | None:
-    """A handler error carried in a successful gRPC reply, or None.
+def from_payload(doc: object, target: str | None = None) -> ServingError | None:
+    """A handler error carried in a successful reply, or None.
 
     TorchServe's gRPC frontend ignores the HTTP status a handler sets, so a handler's
     {"code": 400, "type": ..., "message": ...} arrives with status OK; it is raised like REST.
     """
     if (isinstance(doc, dict) and isinstance(doc.get("code"), int) and doc["code"] >= 400
             and isinstance(doc.get("message"), str) and set(doc) <= {"code", "type", "message"}):
-        cls = TYPE_CLASSES.get(doc.get("type"), error_class(doc["code"]))
-        return cls(doc["message"], status_code=doc["code"], error_type=doc.get("type"),
-                   url=target)
+        kind = doc.get("type") if isinstance(doc.get("type"), str) else None
+        return error_class(doc["code"], kind)(doc["message"], status_code=doc["code"],
+                                              error_type=kind, url=target)
     return None
-
-
-def _is_connect_failure(details: str) -> bool:
-    lowered = details.lower()
-    return any(s in lowered for s in ("failed to connect", "connection refused",
-                                      "connections to all backends failing",
-                                      "dns resolution failed"))

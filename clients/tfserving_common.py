@@ -1,5 +1,13 @@
-"""Protocol-neutral TF Serving pieces: model addressing, signatures, version status, and the
-REST JSON <-> numpy codec. No TensorFlow import: the REST client must run without it.
+"""What the TF Serving REST and gRPC clients share: model addressing, signatures, version
+status, the client base (version/label defaults, signature cache, the image classifier helper
+and its per-instance errors), and the REST JSON <-> numpy codec. No TensorFlow import: the
+REST client must run without it.
+
+Per-instance errors: the bundle's SavedModel signatures have an `error` output (one string per
+instance, "" when fine). classify_images() turns a non-empty one into an InstanceError for that
+instance: by default the first is raised, carrying every instance's result in `.results`
+(InstanceError objects in place of the failed ones); with on_error="return" the list is returned
+as it is. predict() returns the raw outputs, `error` included.
 
 JSON codec contract (TF Serving's REST API):
   - bytes become {"b64": "<base64>"}; str stays text; numbers and bools stay JSON scalars.
@@ -11,11 +19,16 @@ JSON codec contract (TF Serving's REST API):
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from clients import errors
+from clients.base import Client
+from clients.images import ImageInput, Prediction, image_bytes
 
 # TF DataType enum names -> numpy dtypes (the ones TF Serving's REST API can carry).
 DTYPES: dict[str, Any] = {
@@ -111,7 +124,9 @@ def _encode_value(value: Any) -> Any:
     return value
 
 
-def _as_array(value: Any) -> np.ndarray:
+def as_array(value: Any) -> np.ndarray:
+    """numpy array of a value; bytes (nested in lists or not) become an object array, as TF's
+    DT_STRING wants them."""
     if isinstance(value, np.ndarray):
         return value
     if isinstance(value, (bytes, str)):
@@ -127,6 +142,11 @@ def _has_bytes(value: Any) -> bool:
     return False
 
 
+def encode_features(example: Mapping[str, Any]) -> dict[str, Any]:
+    """A tf.Example-like feature dict as TF Serving's REST JSON (bytes become {"b64": ...})."""
+    return {k: _encode_value(v) for k, v in example.items()}
+
+
 def encode_request(inputs: Any, *, columnar: bool, signature_name: str | None = None
                    ) -> dict[str, Any]:
     """The :predict JSON body. inputs: one array (single-input signature) or {name: array}."""
@@ -134,11 +154,11 @@ def encode_request(inputs: Any, *, columnar: bool, signature_name: str | None = 
     if signature_name:
         body["signature_name"] = signature_name
     if columnar:
-        body["inputs"] = ({k: _encode_value(_as_array(v)) for k, v in inputs.items()}
-                          if isinstance(inputs, Mapping) else _encode_value(_as_array(inputs)))
+        body["inputs"] = ({k: _encode_value(as_array(v)) for k, v in inputs.items()}
+                          if isinstance(inputs, Mapping) else _encode_value(as_array(inputs)))
         return body
     if isinstance(inputs, Mapping):
-        arrays = {k: _as_array(v) for k, v in inputs.items()}
+        arrays = {k: as_array(v) for k, v in inputs.items()}
         sizes = {k: (a.shape[0] if a.ndim else None) for k, a in arrays.items()}
         if len(set(sizes.values())) != 1 or None in sizes.values():
             raise ValueError(f"the row format needs one batch size for every input, got {sizes};"
@@ -147,7 +167,7 @@ def encode_request(inputs: Any, *, columnar: bool, signature_name: str | None = 
         body["instances"] = [{k: _encode_value(a[i]) for k, a in arrays.items()}
                              for i in range(n)]
     else:
-        array = _as_array(inputs)
+        array = as_array(inputs)
         if not array.ndim:
             raise ValueError("the row format needs a batch dimension; use columnar=True")
         body["instances"] = [_encode_value(array[i]) for i in range(array.shape[0])]
@@ -196,3 +216,126 @@ def decode_response(doc: Mapping[str, Any], signature: Signature | None) -> dict
     else:
         raise ValueError(f"no 'predictions' or 'outputs' in the answer: {list(doc)}")
     return {k: _to_array(v, outputs.get(k)) for k, v in columns.items()}
+
+
+# ------------------------------------------------------------------ image classifier helper
+
+def image_input_key(signature: Signature) -> str:
+    strings = [k for k, spec in signature.inputs.items() if spec.dtype == "DT_STRING"]
+    if len(strings) != 1:
+        raise errors.ServingError(
+            f"signature {signature.name!r} is not an image signature (inputs "
+            f"{ {k: s.dtype for k, s in signature.inputs.items()} })")
+    return strings[0]
+
+
+def predictions_from_outputs(out: Mapping[str, np.ndarray], topk: int | None
+                             ) -> list[list[Prediction] | errors.InstanceError]:
+    """One row per instance from class_ids/labels/probabilities, or an InstanceError where
+    the `error` output names why that instance failed."""
+    missing = {"class_ids", "labels", "probabilities"} - set(out)
+    if missing:
+        raise errors.ServingError(f"the signature lacks outputs {sorted(missing)}")
+    columns = (out["class_ids"], out["labels"], out["probabilities"])
+    marks = out.get("error")
+    rows: list[list[Prediction] | errors.InstanceError] = []
+    for index, (ids, labels, probs) in enumerate(zip(*columns, strict=True)):
+        mark = marks[index] if marks is not None else b""
+        mark = mark.decode("utf-8", "replace") if isinstance(mark, bytes) else str(mark)
+        if mark:
+            rows.append(errors.InstanceError(mark, index=index, status_code=400))
+            continue
+        row = [Prediction(int(i), lab.decode() if isinstance(lab, bytes) else str(lab), float(p))
+               for i, lab, p in zip(ids, labels, probs, strict=True)]
+        rows.append(row[:topk] if topk else row)
+    return rows
+
+
+class TFServingBase(Client):
+    """The TF Serving REST and gRPC clients' shared half: version/label defaults,
+    availability, signatures fetched once per model/version/label, and the image classifier
+    helpers. Subclasses implement status(), predict() and _fetch_signatures()."""
+
+    DEFAULT_SIGNATURE = "serving_default"
+
+    def __init__(self, model: str | None, version: int | None, label: str | None) -> None:
+        self.model, self.version, self.label = model, version, label
+        self._signatures: dict[tuple, dict[str, Signature]] = {}
+        self._lock = threading.Lock()
+
+    def _selection(self, version: int | None, label: str | None
+                   ) -> tuple[int | None, str | None]:
+        """The call's version/label, else the client's defaults."""
+        if version is not None and label is not None:
+            raise ValueError("pass a version or a label, not both")
+        if version is None and label is None:
+            return self.version, self.label
+        return version, label
+
+    def status(self, model: str | None = None, version: int | None = None,
+               label: str | None = None) -> list[VersionStatus]:
+        raise NotImplementedError
+
+    def predict(self, inputs: Any, model: str | None = None, *,
+                signature_name: str = DEFAULT_SIGNATURE, version: int | None = None,
+                label: str | None = None) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _fetch_signatures(self, model: str | None, version: int | None,
+                          label: str | None) -> dict[str, Signature]:
+        raise NotImplementedError
+
+    def is_available(self, model: str | None = None, version: int | None = None) -> bool:
+        """Is version N (or any version) AVAILABLE? False, not an error, for unknown models
+        or versions, so it can back a readiness probe."""
+        try:
+            return is_available(self.status(model, version), version)
+        except errors.NotFound:
+            return False
+
+    def signatures(self, model: str | None = None, version: int | None = None,
+                   label: str | None = None) -> dict[str, Signature]:
+        """Signatures by name (cached per model/version/label)."""
+        key = (model or self.model, version, label, self.version, self.label)
+        with self._lock:
+            if key in self._signatures:
+                return self._signatures[key]
+        sigs = {name: sig for name, sig in self._fetch_signatures(model, version, label).items()
+                if not name.startswith("__")}
+        with self._lock:
+            self._signatures[key] = sigs
+        return sigs
+
+    def signature(self, name: str = DEFAULT_SIGNATURE, model: str | None = None,
+                  version: int | None = None, label: str | None = None) -> Signature:
+        sigs = self.signatures(model, version, label)
+        if name not in sigs:
+            raise errors.NotFound(f"model has no signature {name!r}; it has {sorted(sigs)}")
+        return sigs[name]
+
+    def classify_images(self, images: Iterable[ImageInput], model: str | None = None, *,
+                        version: int | None = None, label: str | None = None,
+                        topk: int | None = None, signature_name: str = DEFAULT_SIGNATURE,
+                        on_error: str = "raise") -> list[list[Prediction]]:
+        """Top-k of encoded images through an image signature (one DT_STRING input, outputs
+        class_ids/labels/probabilities[/error]); the input key is read from the signature.
+        topk can only shrink the k fixed in the exported graph. A failed instance: see the
+        module docstring (on_error="raise" or "return")."""
+        if on_error not in ("raise", "return"):
+            raise ValueError('on_error must be "raise" or "return"')
+        signature = self.signature(signature_name, model, version, label)
+        batch = np.array([image_bytes(i) for i in images], dtype=object)
+        out = self.predict({image_input_key(signature): batch}, model,
+                           signature_name=signature_name, version=version, label=label)
+        rows = predictions_from_outputs(out, topk)
+        failed = [r for r in rows if isinstance(r, Exception)]
+        for error in failed:
+            error.results = rows
+        if failed and on_error == "raise":
+            raise failed[0]
+        return rows  # type: ignore[return-value]
+
+    def classify_image(self, image: ImageInput, model: str | None = None, **kw: Any
+                       ) -> list[Prediction]:
+        """Top-k of one image; its error marker, if any, is raised as an InstanceError."""
+        return self.classify_images([image], model, **kw)[0]

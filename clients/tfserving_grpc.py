@@ -15,15 +15,16 @@ import numpy as np
 
 from clients import errors
 from clients._grpc import GrpcTransport
-from clients.base import TFServingClientBase
-from clients.inputs import ImageInput, Prediction, image_bytes
-from clients.tfserving_common import Signature, TensorSpec, VersionStatus
-from clients.tfserving_rest import (
-    DEFAULT_SIGNATURE,
-    image_input_key,
-    predictions_from_outputs,
+from clients.tfserving_common import (
+    Signature,
+    TensorSpec,
+    TFServingBase,
+    VersionStatus,
+    as_array,
 )
-from clients.transport import RetryPolicy, Timeouts, TokenSource, resolve_address
+from clients.transport import TLS, RetryPolicy, Timeouts, TokenSource, resolve_address
+
+DEFAULT_SIGNATURE = TFServingBase.DEFAULT_SIGNATURE
 
 EXTRA_HINT = "pip install 'serving-bundle-client[tfserving-grpc]' (pulls in tensorflow)"
 
@@ -39,18 +40,18 @@ def _apis():
             prediction_service_pb2_grpc,
         )
     except ImportError as exc:
-        raise errors.ConfigurationError(f"TF Serving gRPC needs {EXTRA_HINT}: {exc}") from None
+        raise ImportError(f"TF Serving gRPC needs {EXTRA_HINT}: {exc}") from None
     return tf, predict_pb2, get_model_metadata_pb2, get_model_status_pb2, \
         prediction_service_pb2_grpc, model_service_pb2_grpc
 
 
-class TFServingGrpcClient(TFServingClientBase):
+class TFServingGrpcClient(TFServingBase):
     """gRPC client for one TF Serving (target host:port, default port 8500)."""
 
     def __init__(self, target: str | None = None, *, model: str | None = None,
                  version: int | None = None, label: str | None = None, token: str | None = None,
                  timeouts: Timeouts | None = None, retry: RetryPolicy | None = None,
-                 tls: bool = False) -> None:
+                 tls: TLS | None = None) -> None:
         (self._tf, self._predict_pb2, self._meta_pb2, self._status_pb2, prediction_grpc,
          model_grpc) = _apis()
         super().__init__(model, version, label)
@@ -113,11 +114,11 @@ class TFServingGrpcClient(TFServingClientBase):
         lookup_error: errors.ServingError | None = None
         try:
             signature = self.signature(signature_name, model, version, label)
-        except (errors.ServerError, errors.ConfigurationError) as exc:
+        except errors.ServingError as exc:
             # Unknown signature or no metadata: let the server give its own answer.
             signature, lookup_error = None, exc
         if not isinstance(inputs, Mapping):
-            if isinstance(lookup_error, errors.ServerError):
+            if lookup_error is not None:
                 raise lookup_error
             if signature is None or len(signature.inputs) != 1:
                 raise ValueError("pass inputs as {name: array} for this signature")
@@ -126,36 +127,12 @@ class TFServingGrpcClient(TFServingClientBase):
         self._spec(request.model_spec, model, version, label, signature_name)
         for name, value in inputs.items():
             spec = signature.inputs.get(name) if signature else None
-            array = np.asarray(value, dtype=object if _is_bytes(value) else None)
+            array = as_array(value)
             if spec is not None and spec.dtype != "DT_STRING" and array.dtype != object:
                 array = array.astype(spec.numpy_dtype, copy=False)
             request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
         reply = self._call(self._predictions.Predict, request, "Predict")
         return {name: tf.make_ndarray(t) for name, t in reply.outputs.items()}
-
-    def classify_images(self, images: Iterable[ImageInput], model: str | None = None, *,
-                        version: int | None = None, label: str | None = None,
-                        topk: int | None = None, signature_name: str = DEFAULT_SIGNATURE
-                        ) -> list[list[Prediction]]:
-        signature = self.signature(signature_name, model, version, label)
-        batch = np.array([image_bytes(i) for i in images], dtype=object)
-        out = self.predict({image_input_key(signature): batch}, model,
-                           signature_name=signature_name, version=version, label=label)
-        return predictions_from_outputs(out, topk)
-
-    def classify_image(self, image: ImageInput, model: str | None = None, **kw: Any
-                       ) -> list[Prediction]:
-        return self.classify_images([image], model, **kw)[0]
-
-
-def _is_bytes(value: Any) -> bool:
-    if isinstance(value, (bytes, bytearray)):
-        return True
-    if isinstance(value, np.ndarray):
-        return value.dtype.kind in "OS"
-    if isinstance(value, (list, tuple)) and value:
-        return _is_bytes(value[0])
-    return False
 
 
 def _signature(name: str, sig: Any, tf: Any) -> Signature:  # noqa: ARG001

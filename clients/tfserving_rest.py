@@ -11,40 +11,39 @@ No TensorFlow needed. Thread-safe.
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from clients import errors
 from clients._http import HttpTransport
-from clients.base import TFServingClientBase
-from clients.inputs import ImageInput, Prediction, image_bytes
 from clients.tfserving_common import (
     Signature,
+    TFServingBase,
     VersionStatus,
     decode_response,
+    encode_features,
     encode_request,
     model_path,
 )
-from clients.transport import RetryPolicy, Timeouts, TokenSource, resolve_address
+from clients.transport import TLS, RetryPolicy, Timeouts, TokenSource, resolve_address
 
-DEFAULT_SIGNATURE = TFServingClientBase.DEFAULT_SIGNATURE
+DEFAULT_SIGNATURE = TFServingBase.DEFAULT_SIGNATURE
 
 
-class TFServingClient(TFServingClientBase):
+class TFServingClient(TFServingBase):
     """REST client for one TF Serving. model/version/label given here are call defaults."""
 
     def __init__(self, url: str | None = None, *, model: str | None = None,
                  version: int | None = None, label: str | None = None,
                  token: str | None = None, timeouts: Timeouts | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, tls: TLS | None = None) -> None:
         super().__init__(model, version, label)
         self.url = resolve_address(url, "TFSERVING_URL")
         # TF Serving has no auth of its own; the token is for a proxy/gateway in front of it.
         self.tokens = TokenSource(token, None, "TFSERVING")
-        self._http = HttpTransport(timeouts, retry)
+        self._http = HttpTransport(timeouts, retry, tls)
 
     def close(self) -> None:
         self._http.close()
@@ -98,10 +97,15 @@ class TFServingClient(TFServingClientBase):
             signature = None  # metadata unavailable (e.g. a gateway blocks it): JSON dtypes
         return decode_response(doc, signature)
 
-    def predict_raw(self, body: Mapping[str, Any], model: str | None = None, *,
-                    version: int | None = None, label: str | None = None) -> Any:
-        """POST any :predict JSON body and return the JSON answer unchanged."""
-        return self._post(self._path(model, version, label) + ":predict", body)
+    def _examples(self, method: str, examples: list[Mapping[str, Any]], model: str | None,
+                  signature_name: str, context: Mapping[str, Any] | None, version: int | None,
+                  label: str | None) -> list:
+        body: dict[str, Any] = {"examples": [encode_features(e) for e in examples]}
+        if signature_name != DEFAULT_SIGNATURE:
+            body["signature_name"] = signature_name
+        if context:
+            body["context"] = encode_features(context)
+        return self._post(self._path(model, version, label) + f":{method}", body)["results"]
 
     def classify(self, examples: list[Mapping[str, Any]], model: str | None = None, *,
                  signature_name: str = DEFAULT_SIGNATURE, context: Mapping[str, Any] | None = None,
@@ -109,78 +113,14 @@ class TFServingClient(TFServingClientBase):
                  ) -> list[list[tuple[str, float]]]:
         """:classify over tf.Example-like feature dicts; needs a signature whose method is
         tensorflow/serving/classify (else InvalidInput with TF Serving's message)."""
-        body: dict[str, Any] = {"examples": [_encode_features(e) for e in examples]}
-        if signature_name != DEFAULT_SIGNATURE:
-            body["signature_name"] = signature_name
-        if context:
-            body["context"] = _encode_features(context)
-        doc = self._post(self._path(model, version, label) + ":classify", body)
-        return [[(str(c[0]), float(c[1])) for c in row] for row in doc["results"]]
+        results = self._examples("classify", examples, model, signature_name, context,
+                                 version, label)
+        return [[(str(c[0]), float(c[1])) for c in row] for row in results]
 
     def regress(self, examples: list[Mapping[str, Any]], model: str | None = None, *,
                 signature_name: str = DEFAULT_SIGNATURE, context: Mapping[str, Any] | None = None,
                 version: int | None = None, label: str | None = None) -> list[float]:
         """:regress; needs a tensorflow/serving/regress signature."""
-        body: dict[str, Any] = {"examples": [_encode_features(e) for e in examples]}
-        if signature_name != DEFAULT_SIGNATURE:
-            body["signature_name"] = signature_name
-        if context:
-            body["context"] = _encode_features(context)
-        doc = self._post(self._path(model, version, label) + ":regress", body)
-        return [float(v) for v in doc["results"]]
-
-    # -- images ------------------------------------------------------------------------------
-    def classify_images(self, images: Iterable[ImageInput], model: str | None = None, *,
-                        version: int | None = None, label: str | None = None,
-                        topk: int | None = None, signature_name: str = DEFAULT_SIGNATURE
-                        ) -> list[list[Prediction]]:
-        """Top-k of encoded images through an image signature (one DT_STRING input, outputs
-        class_ids/labels/probabilities). The input key is read from the signature, not assumed.
-        topk can only shrink the k fixed in the exported graph."""
-        signature = self.signature(signature_name, model, version, label)
-        key = image_input_key(signature)
-        batch = np.array([image_bytes(i) for i in images], dtype=object)
-        out = self.predict({key: batch}, model, signature_name=signature_name,
-                           version=version, label=label)
-        return predictions_from_outputs(out, topk)
-
-    def classify_image(self, image: ImageInput, model: str | None = None, **kw: Any
-                       ) -> list[Prediction]:
-        return self.classify_images([image], model, **kw)[0]
-
-
-def image_input_key(signature: Signature) -> str:
-    strings = [k for k, spec in signature.inputs.items() if spec.dtype == "DT_STRING"]
-    if len(strings) != 1:
-        raise errors.ConfigurationError(
-            f"signature {signature.name!r} is not an image signature (inputs "
-            f"{ {k: s.dtype for k, s in signature.inputs.items()} })")
-    return strings[0]
-
-
-def predictions_from_outputs(out: Mapping[str, np.ndarray], topk: int | None
-                             ) -> list[list[Prediction]]:
-    """Rows of Prediction from class_ids/labels/probabilities outputs (shared with gRPC)."""
-    missing = {"class_ids", "labels", "probabilities"} - set(out)
-    if missing:
-        raise errors.ServingError(f"the signature lacks outputs {sorted(missing)}")
-    rows = []
-    columns = (out["class_ids"], out["labels"], out["probabilities"])
-    for ids, labels, probs in zip(*columns, strict=True):
-        row = [Prediction(int(i), lab.decode() if isinstance(lab, bytes) else str(lab), float(p))
-               for i, lab, p in zip(ids, labels, probs, strict=True)]
-        rows.append(row[:topk] if topk else row)
-    return rows
-
-
-def _encode_features(example: Mapping[str, Any]) -> dict[str, Any]:
-    """A tf.Example as TF Serving's REST JSON: bytes features become {"b64": ...}."""
-    def enc(v: Any) -> Any:
-        if isinstance(v, (bytes, bytearray)):
-            return {"b64": base64.b64encode(bytes(v)).decode()}
-        if isinstance(v, np.ndarray):
-            return [enc(x) for x in v.tolist()] if v.dtype.kind in "OS" else v.tolist()
-        if isinstance(v, (list, tuple)):
-            return [enc(x) for x in v]
-        return v.item() if isinstance(v, np.generic) else v
-    return {k: enc(v) for k, v in example.items()}
+        results = self._examples("regress", examples, model, signature_name, context,
+                                 version, label)
+        return [float(v) for v in results]

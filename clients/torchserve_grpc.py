@@ -14,11 +14,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from clients import errors
-from clients._grpc import GrpcTransport
-from clients.base import Client
-from clients.inputs import ImageInput, Prediction, image_bytes
-from clients.torchserve_rest import ModelHealth, check_health
-from clients.transport import RetryPolicy, Timeouts, TokenSource, resolve_address
+from clients._grpc import GRPC_EXTRA_HINT, GrpcTransport
+from clients.torchserve_common import Body, TorchServeBase, as_body, check_answer, with_params
+from clients.transport import TLS, RetryPolicy, Timeouts, TokenSource, resolve_address
 
 
 def _stubs():
@@ -31,24 +29,29 @@ def _stubs():
         )
     except ImportError as exc:
         if "grpc" in str(exc) or "google" in str(exc):
-            raise errors.ConfigurationError(
-                f"gRPC support is an extra: pip install 'serving-bundle-client[grpc]' ({exc})"
-            ) from None
-        raise errors.ConfigurationError(
+            raise ImportError(f"gRPC support is an extra: {GRPC_EXTRA_HINT} ({exc})") from None
+        raise ImportError(
             "the TorchServe gRPC stubs were not generated: run `python -m clients.build_protos` "
             "(needs torchserve and grpcio-tools) or install the client wheel, which ships them"
         ) from None
     return inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc
 
 
-class TorchServeGrpcClient(Client):
+def _status(msg: str) -> str:
+    """The "status" of a management reply's JSON message, or the message itself."""
+    try:
+        return json.loads(msg).get("status", msg)
+    except (ValueError, AttributeError):
+        return msg
+
+
+class TorchServeGrpcClient(TorchServeBase):
     """gRPC client for one TorchServe (inference and management targets, host:port)."""
 
     def __init__(self, target: str | None = None, management_target: str | None = None, *,
-                 token: str | Mapping[str, str] | None = None,
-                 key_file: str | os.PathLike | None = None, model: str | None = None,
-                 timeouts: Timeouts | None = None, retry: RetryPolicy | None = None,
-                 tls: bool = False) -> None:
+                 token: str | None = None, key_file: str | os.PathLike | None = None,
+                 model: str | None = None, timeouts: Timeouts | None = None,
+                 retry: RetryPolicy | None = None, tls: TLS | None = None) -> None:
         self._pb, inference_grpc, self._mpb, management_grpc = _stubs()
         self.target = resolve_address(target, "TORCHSERVE_GRPC_TARGET")
         self.management_target = resolve_address(management_target,
@@ -72,56 +75,35 @@ class TorchServeGrpcClient(Client):
         reply = self._inference.call(self._infer.Ping, empty_pb2.Empty(),
                                      metadata=self.tokens.grpc_metadata("inference"),
                                      what="Ping")
-        try:
-            return json.loads(reply.health).get("status", reply.health)
-        except (ValueError, AttributeError):
-            return reply.health
+        return _status(reply.health)
 
-    def _request(self, image: ImageInput, model: str | None, version: str | None,
-                 topk: int | None, extra: Mapping[str, bytes] | None = None):
-        inputs = {"data": image_bytes(image)}
-        if topk is not None:
-            inputs["topk"] = str(topk).encode()
-        inputs.update(extra or {})
-        return self._pb.PredictionsRequest(model_name=self._model(model),
-                                           model_version=version or "", input=inputs)
+    def _request(self, model: str, version: str | None, body: Body,
+                 params: Mapping[str, Any]) -> Any:
+        # The handler reads named inputs like REST's multipart fields: the input under "data",
+        # parameters beside it. A JSON body carries its parameters inside.
+        if isinstance(body, bytes):
+            inputs = {"data": body, **{k: str(v).encode() for k, v in params.items()}}
+        else:
+            inputs = {"data": json.dumps(with_params(body, params)).encode()}
+        return self._pb.PredictionsRequest(model_name=model, model_version=version or "",
+                                           input=inputs)
 
-    def predict_raw(self, inputs: Mapping[str, bytes], model: str | None = None, *,
-                    version: str | None = None) -> bytes:
-        """Predictions with arbitrary named inputs; returns the raw prediction bytes."""
-        request = self._pb.PredictionsRequest(model_name=self._model(model),
-                                              model_version=version or "", input=dict(inputs))
-        return self._inference.call(self._infer.Predictions, request,
-                                    metadata=self.tokens.grpc_metadata("inference"),
-                                    what="Predictions").prediction
-
-    def predict(self, image: ImageInput, model: str | None = None, *, version: str | None = None,
-                topk: int | None = None) -> Any:
-        """One image -> the handler's JSON answer (same as REST)."""
+    def _send(self, model: str, version: str | None, body: Body,
+              params: Mapping[str, Any]) -> Any:
         reply = self._inference.call(self._infer.Predictions,
-                                     self._request(image, model, version, topk),
+                                     self._request(model, version, body, params),
                                      metadata=self.tokens.grpc_metadata("inference"),
                                      what="Predictions")
-        return self._decode(reply.prediction)
+        return check_answer(json.loads(reply.prediction), self.target)
 
-    def _decode(self, prediction: bytes) -> Any:
-        doc = json.loads(prediction)
-        error = errors.from_payload(doc, self.target)
-        if error is not None:
-            raise error
-        return doc
-
-    def classify_image(self, image: ImageInput, model: str | None = None, *,
-                       version: str | None = None, topk: int | None = None) -> list[Prediction]:
-        return [Prediction.from_json(p) for p in self.predict(image, model, version=version,
-                                                              topk=topk)]
-
-    def stream_predict(self, image: ImageInput, model: str | None = None, *,
-                       version: str | None = None, topk: int | None = None) -> Iterator[Any]:
+    def stream_predict(self, data: bytes | dict | list, model: str | None = None, *,
+                       version: str | None = None, params: Mapping[str, Any] | None = None
+                       ) -> Iterator[Any]:
         """StreamPredictions: yields each decoded JSON chunk the handler sends (one for a
         non-streaming handler). An error status inside a chunk is raised as a typed error."""
-        for reply in self._inference.stream(self._infer.StreamPredictions,
-                                            self._request(image, model, version, topk),
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        request = self._request(self._model(model), version, as_body(data), clean)
+        for reply in self._inference.stream(self._infer.StreamPredictions, request,
                                             metadata=self.tokens.grpc_metadata("inference"),
                                             what="StreamPredictions"):
             if reply.HasField("status") and reply.status.code != 0:
@@ -129,8 +111,8 @@ class TorchServeGrpcClient(Client):
 
                 name = next((c.name for c in StatusCode if c.value[0] == reply.status.code),
                             "UNKNOWN")
-                raise errors.from_grpc_code(name, reply.status.message, self.target)
-            yield self._decode(reply.prediction)
+                raise errors.from_grpc(name, reply.status.message, self.target)
+            yield check_answer(json.loads(reply.prediction), self.target)
 
     # -- management --------------------------------------------------------------------------
     def _mcall(self, rpc: str, request: Any, idempotent: bool = True) -> str:
@@ -138,13 +120,6 @@ class TorchServeGrpcClient(Client):
                                       metadata=self.tokens.grpc_metadata("management"),
                                       idempotent=idempotent, what=rpc)
         return reply.msg
-
-    @staticmethod
-    def _status(msg: str) -> str:
-        try:
-            return json.loads(msg).get("status", msg)
-        except (ValueError, AttributeError):
-            return msg
 
     def list_models(self, page_size: int = 100) -> list[dict[str, str]]:
         """Every registered model. ListModels' `limit` defaults to 0 in proto3, which would
@@ -176,24 +151,20 @@ class TorchServeGrpcClient(Client):
             model_name=self._model(model), model_version=version or "",
             min_worker=min_workers or 0, max_worker=max_workers or 0, synchronous=synchronous,
             timeout=-1 if timeout is None else timeout)
-        return self._status(self._mcall("ScaleWorker", request))
+        return _status(self._mcall("ScaleWorker", request))
 
     def set_default(self, model: str | None, version: str) -> str:
-        return self._status(self._mcall("SetDefault", self._mpb.SetDefaultRequest(
+        return _status(self._mcall("SetDefault", self._mpb.SetDefaultRequest(
             model_name=self._model(model), model_version=version)))
 
     def register_model(self, url: str, *, model_name: str | None = None,
                        initial_workers: int = 1, synchronous: bool = True) -> str:
-        """Needs enable_model_api=true on the server. Not retried (not idempotent)."""
-        return self._status(self._mcall("RegisterModel", self._mpb.RegisterModelRequest(
+        """Needs enable_model_api=true on the server. Retried only when never sent."""
+        return _status(self._mcall("RegisterModel", self._mpb.RegisterModelRequest(
             url=url, model_name=model_name or "", initial_workers=initial_workers,
             synchronous=synchronous), idempotent=False))
 
     def unregister_model(self, model: str, version: str | None = None) -> str:
-        """Needs enable_model_api=true on the server. Not retried (not idempotent)."""
-        return self._status(self._mcall("UnregisterModel", self._mpb.UnregisterModelRequest(
+        """Needs enable_model_api=true on the server. Retried only when never sent."""
+        return _status(self._mcall("UnregisterModel", self._mpb.UnregisterModelRequest(
             model_name=model, model_version=version or ""), idempotent=False))
-
-    def health(self, model: str | None = None, version: str | None = None) -> ModelHealth:
-        """Same contract as TorchServeClient.health, over gRPC."""
-        return check_health(self.describe_model, self._model(model), version)

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from scripts import ROOT  # BUNDLE_ROOT or this checkout: see scripts/__init__.py
 CATALOG_PATH = ROOT / "config" / "models.yaml"
 MODEL_STORE = ROOT / "model_store"
 SERVERS = ("torchserve", "tfserving")

@@ -37,19 +37,20 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
-from scripts import processes, tf_configs
-from scripts.catalog import MODEL_STORE, ROOT
+from clients import endpoints, errors
+from clients.tfserving_rest import TFServingClient
+from clients.transport import RetryPolicy, Timeouts
+from scripts import ROOT, processes, tf_configs
+from scripts.catalog import MODEL_STORE
 
 BINARY = "tensorflow_model_server"
 COMPOSE_FILE = ROOT / "docker" / "compose.yaml"
 COMPOSE_SERVICE = "tfserving"
 RUN_DIR = ROOT / ".run" / "tfserving"
 # The same variables docker/compose.yaml reads for its published ports.
-GRPC_PORT = int(os.environ.get("TFS_GRPC_PORT", "8500"))
-REST_PORT = int(os.environ.get("TFS_REST_PORT", "8501"))
-REST_URL = f"http://127.0.0.1:{REST_PORT}"
+GRPC_PORT = int(os.environ.get("TFS_GRPC_PORT", endpoints.TFSERVING_PORTS["grpc"]))
+REST_PORT = int(os.environ.get("TFS_REST_PORT", endpoints.TFSERVING_PORTS["rest"]))
+REST_URL = f"http://{endpoints.LOOPBACK}:{REST_PORT}"
 
 
 class LaunchError(RuntimeError):
@@ -103,13 +104,15 @@ def check_model_store() -> None:
 
 
 def available(model: str, rest_url: str = REST_URL) -> bool:
+    """Some version of model AVAILABLE, asked through the bundle's own TF Serving client."""
+    client = TFServingClient(rest_url, timeouts=Timeouts(connect=2.0, read=3.0),
+                             retry=RetryPolicy.none())
     try:
-        reply = requests.get(f"{rest_url}/v1/models/{model}", timeout=3)
-    except requests.RequestException:
+        return client.is_available(model)
+    except errors.ServingError:
         return False
-    if reply.status_code != 200:
-        return False
-    return any(v.get("state") == "AVAILABLE" for v in reply.json().get("model_version_status", []))
+    finally:
+        client.close()
 
 
 def wait_available(timeout: float, proc: subprocess.Popen | None = None,
@@ -154,25 +157,32 @@ def start_native(run_dir: Path, timeout: float) -> None:
         f"--monitoring_config_file={configs[tf_configs.MONITORING_CONFIG]}",
     ]
     log = run_dir / "tfserving.log"
-    proc = processes.spawn(cmd, log)
+    proc, launch = processes.spawn(cmd, log)
     try:
-        (run_dir / "server.json").write_text(json.dumps({"pid": proc.pid, "cmd": cmd}) + "\n")
+        (run_dir / "server.json").write_text(json.dumps({"launch": launch.to_json()}) + "\n")
         wait_available(timeout, proc, log)
     except BaseException:
         # Never leave a server behind that `stop` could not find.
-        processes.stop_group(proc.pid, 30)
+        processes.stop_group(launch, 30)
         (run_dir / "server.json").unlink(missing_ok=True)
         raise
     print(f"[tfserving] native: {', '.join(model_names())} AVAILABLE; REST {REST_URL}, "
           f"gRPC 127.0.0.1:{GRPC_PORT} (log {log})")
 
 
+def _launch(run_dir: Path) -> processes.Launch | None:
+    """The native server's launch identity from server.json (None: none, or unreadable)."""
+    try:
+        return processes.Launch.from_json(json.loads((run_dir / "server.json").read_text())
+                                          ["launch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def stop_native(run_dir: Path, timeout: float = 30.0) -> bool:
-    pid_file = run_dir / "server.json"
-    if not pid_file.is_file():
-        return False
-    stopped = processes.stop_group(json.loads(pid_file.read_text())["pid"], timeout)
-    pid_file.unlink()
+    launch = _launch(run_dir)
+    stopped = launch is not None and processes.stop_group(launch, timeout)
+    (run_dir / "server.json").unlink(missing_ok=True)
     return stopped
 
 
@@ -193,8 +203,7 @@ def stop_docker() -> None:
 
 
 def native_running(run_dir: Path = RUN_DIR) -> bool:
-    pid_file = run_dir / "server.json"
-    return pid_file.is_file() and processes.alive(json.loads(pid_file.read_text())["pid"])
+    return processes.alive(_launch(run_dir))
 
 
 def reload(grpc_target: str, run_dir: Path = RUN_DIR, timeout: float = 120.0) -> None:

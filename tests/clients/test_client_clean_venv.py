@@ -59,16 +59,27 @@ def test_only_the_clients_own_dependencies(clean_venv, tmp_path):
     assert missing == "[]"
 
 
-@pytest.mark.parametrize("key_from", ["key_file", "token"])
-def test_readme_quickstart_app_as_written(clean_venv, ts_env, torchserve, key_from):
+@pytest.mark.parametrize("key_from", ["repo", "key_file", "token"])
+def test_quickstart_app_as_written(clean_venv, ts_env, torchserve, sample_images, tmp_path,
+                                   key_from):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHSERVE_")}
-    env["TORCHSERVE_URL"] = ts_env["TORCHSERVE_URL"]
+    # A repository in which `make serve` is running: its run directory holds the key file and
+    # the ports (here the session server's own), and the app runs from the repo root.
+    repo = tmp_path / "repo"
+    (repo / "samples").mkdir(parents=True)
+    (repo / "samples" / "cat.jpg").symlink_to(sample_images["cat"])
+    if key_from == "repo":
+        (repo / ".run" / "torchserve").mkdir(parents=True)
+        for name in ("key_file.json", "server.json"):
+            (repo / ".run" / "torchserve" / name).symlink_to(torchserve.run_dir / name)
+    else:
+        env["TORCHSERVE_URL"] = ts_env["TORCHSERVE_URL"]
     if key_from == "key_file":
         env["TORCHSERVE_KEY_FILE"] = ts_env["TORCHSERVE_KEY_FILE"]
-    else:  # what `make -s key` prints: the inference key
+    elif key_from == "token":  # what `make -s key` prints: the inference key
         env["TORCHSERVE_TOKEN"] = torchserve.keys()["inference"]
     out = _run([str(clean_venv / "bin" / "python"),
-                str(ROOT / "clients" / "examples" / "quickstart.py")], cwd=ROOT, env=env).stdout
+                str(ROOT / "clients" / "examples" / "quickstart.py")], cwd=repo, env=env).stdout
     lines = out.strip().splitlines()
     assert len(lines) == 3 and "cat" in lines[0], out
 
@@ -80,8 +91,14 @@ def test_console_script_predicts(clean_venv, ts_env, sample_images):
 
 
 def test_grpc_without_the_extra_says_how_to_get_it(clean_venv, tmp_path):
-    probe = ("from clients import TorchServeGrpcClient, ConfigurationError\n"
+    probe = ("from clients import TorchServeGrpcClient\n"
              "try:\n    TorchServeGrpcClient()\n"
-             "except ConfigurationError as exc:\n    print(exc)\n")
+             "except ImportError as exc:\n    print(exc)\n")
     out = _run([str(clean_venv / "bin" / "python"), "-c", probe], cwd=tmp_path).stdout
     assert "serving-bundle-client[grpc]" in out
+
+
+def test_docs_show_the_quickstart_as_it_is():
+    app = (ROOT / "clients" / "examples" / "quickstart.py").read_text()
+    for page in (ROOT / "docs" / "clients.md", ROOT / "clients" / "README.md"):
+        assert f"```python\n{app}```" in page.read_text(), page

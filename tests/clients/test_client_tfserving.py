@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import urllib3
 
 from clients import TFServingClient, TFServingGrpcClient, errors
 from tests.clients.conftest import EXPECTED, MODEL
@@ -87,40 +90,59 @@ def test_rest_and_grpc_agree(tfserving_double, sample_images):
     np.testing.assert_array_equal(a["labels"], b["labels"])
 
 
-def test_bad_image_is_invalid_argument_with_tf_message(tfs):
-    key = next(iter(tfs.signature().inputs))
-    with pytest.raises(errors.InvalidInput) as info:
-        tfs.predict({key: np.array([b"not an image"], dtype=object)})
-    assert info.value.status_code == 400
-    assert info.value.grpc_code in (None, "INVALID_ARGUMENT")
-    assert "images[0]" in info.value.message or "image" in info.value.message
-    assert info.value.attempts == 1
+def test_a_bad_instance_fails_alone(tfs, sample_images):
+    """The SavedModel answers a bad image with its `error` output; the neighbours are answered."""
+    batch = [sample_images["cat"], b"not an image", sample_images["coffee"]]
+    with pytest.raises(errors.InstanceError) as info:
+        tfs.classify_images(batch, topk=1)
+    error = info.value
+    assert error.index == 1 and error.message and error.status_code == 400
+    assert error.results[0][0].class_index in EXPECTED["cat"]
+    assert error.results[1] is error
+    assert error.results[2][0].class_index in EXPECTED["coffee"]
+    rows = tfs.classify_images(batch, topk=1, on_error="return")
+    assert isinstance(rows[1], errors.InstanceError) and rows[1].message == error.message
+    assert [r[0].class_index for r in (rows[0], rows[2])] == [
+        r[0].class_index for r in (error.results[0], error.results[2])]
+    with pytest.raises(errors.InstanceError):
+        tfs.classify_image(b"not an image")
 
 
-def test_wrong_input_name_and_signature(tfs):
-    with pytest.raises(errors.InvalidInput, match="input tensor alias not found"):
-        tfs.predict({"nope": np.zeros((1, 224, 224, 3), np.float32)}, signature_name="pixels")
-    with pytest.raises(errors.InvalidInput, match='signature key "nope" not found'):
-        tfs.predict({"pixels": np.zeros((1, 224, 224, 3), np.float32)}, signature_name="nope")
+ZEROS = np.zeros((1, 224, 224, 3), np.float32)
+BAD_CALLS = {
+    # name: (call, error type, HTTP status, gRPC code)
+    "unknown input": (lambda c: c.predict({"nope": ZEROS}, signature_name="pixels"),
+                      errors.InvalidInput, 400, "INVALID_ARGUMENT"),
+    "unknown signature": (lambda c: c.predict({"pixels": ZEROS}, signature_name="nope"),
+                          errors.InvalidInput, 400, "INVALID_ARGUMENT"),
+    "unknown model": (lambda c: c.status("no_such_model"), errors.NotFound, 404, "NOT_FOUND"),
+    "unknown version": (lambda c: c.status(version=42), errors.NotFound, 404, "NOT_FOUND"),
+    "unknown label": (lambda c: c.status(label="canary"), errors.InvalidInput, 400,
+                      "INVALID_ARGUMENT"),
+    "predict unknown model": (lambda c: c.predict(ZEROS, signature_name="pixels",
+                                                  model="no_such_model"),
+                              errors.NotFound, 404, "NOT_FOUND"),
+}
 
 
-def test_unknown_model_version_label(tfs):
-    with pytest.raises(errors.NotFound, match="no_such_model"):
-        tfs.status("no_such_model")
-    with pytest.raises(errors.NotFound):
-        tfs.status(version=42)
-    with pytest.raises(errors.InvalidInput, match="Unrecognized servable version label"):
-        tfs.status(label="canary")
-    with pytest.raises(errors.NotFound, match="Servable not found"):
-        tfs.predict(np.zeros((1, 224, 224, 3), np.float32), signature_name="pixels",
-                    model="no_such_model")
+@pytest.mark.parametrize("case", sorted(BAD_CALLS))
+def test_errors_are_typed_per_protocol_and_not_retried(tfs, case):
+    call, cls, status, code = BAD_CALLS[case]
+    with pytest.raises(cls) as info:
+        call(tfs)
+    assert info.value.status_code == status and info.value.attempts == 1
+    assert info.value.grpc_code == (None if isinstance(tfs, TFServingClient) else code)
+    assert info.value.message
 
 
-def test_classify_and_regress_need_such_a_signature(tf_rest):
-    with pytest.raises(errors.InvalidInput, match="classification signature"):
-        tf_rest.classify([{"x": 1.0}])
-    with pytest.raises(errors.InvalidInput, match="regression signature"):
-        tf_rest.regress([{"x": 1.0}])
+@pytest.mark.parametrize("case", ["unknown model", "unknown version", "unknown label"])
+def test_rest_error_message_is_the_servers_own(tf_rest, case):
+    call = BAD_CALLS[case][0]
+    with pytest.raises(errors.ServingError) as info:
+        call(tf_rest)
+    raw = urllib3.request("GET", info.value.url, retries=False)
+    assert raw.status == info.value.status_code
+    assert info.value.message == json.loads(raw.data)["error"]
 
 
 def test_row_form_needs_one_batch_size(tf_rest):

@@ -18,8 +18,9 @@ def test_predictions(ts_grpc, sample_images, photo):
 
 
 def test_rest_and_grpc_agree(ts_grpc, ts_rest, sample_images):
-    rest = ts_rest.predict(sample_images["cat"], topk=5)
-    grpc_answer = ts_grpc.predict(sample_images["cat"], topk=5, version="1.0")
+    data = sample_images["cat"].read_bytes()
+    rest = ts_rest.predict(data, params={"topk": 5})
+    grpc_answer = ts_grpc.predict(data, params={"topk": 5}, version="1.0")
     assert [p["class_index"] for p in rest] == [p["class_index"] for p in grpc_answer]
     assert [p["probability"] for p in rest] == pytest.approx(
         [p["probability"] for p in grpc_answer], abs=1e-5)
@@ -42,7 +43,8 @@ def test_ping(ts_grpc):
 def test_stream_predictions(ts_grpc, sample_images):
     # TorchServe 0.12 kills the worker here unless the handler sets ts_stream_next on gRPC
     # requests (handlers/base.py); the REST tests check that REST answers stay unaffected.
-    chunks = list(ts_grpc.stream_predict(sample_images["coffee"], topk=2))
+    chunks = list(ts_grpc.stream_predict(sample_images["coffee"].read_bytes(),
+                                         params={"topk": 2}))
     assert chunks and chunks[-1][0]["class_index"] in EXPECTED["coffee"]
 
 
@@ -53,32 +55,35 @@ def test_bad_input_is_invalid_input(ts_grpc):
         ts_grpc.predict(b"not an image")
     assert info.value.status_code == 400 and "image" in info.value.message.lower()
     with pytest.raises(errors.InvalidInput, match="topk"):
-        ts_grpc.predict(Path(ROOT / "samples" / "cat.jpg"), topk=0)
+        ts_grpc.classify_image(Path(ROOT / "samples" / "cat.jpg"), topk=0)
 
 
 def test_unknown_model_and_version_are_not_found(ts_grpc, sample_images):
     with pytest.raises(errors.NotFound) as info:
-        ts_grpc.predict(sample_images["cat"], model="no_such_model")
+        ts_grpc.classify_image(sample_images["cat"], model="no_such_model")
     assert "no_such_model" in info.value.message and info.value.grpc_code == "INTERNAL"
     assert info.value.attempts == 1
     with pytest.raises(errors.NotFound):
-        ts_grpc.predict(sample_images["cat"], version="9.9")
+        ts_grpc.classify_image(sample_images["cat"], version="9.9")
 
 
 def test_wrong_token_is_unauthorized(torchserve, sample_images):
     with TorchServeGrpcClient(f"127.0.0.1:{torchserve.ports.grpc_inference}",
                               f"127.0.0.1:{torchserve.ports.grpc_management}",
                               token="wrong", model=MODEL) as client:
-        with pytest.raises(errors.Unauthorized):
-            client.predict(sample_images["cat"])
-        with pytest.raises(errors.Unauthorized):
+        with pytest.raises(errors.Unauthorized) as info:
+            client.classify_image(sample_images["cat"])
+        assert info.value.attempts == 1  # never retried
+        with pytest.raises(errors.Unauthorized) as info:
             client.list_models()
+        assert info.value.attempts == 1
 
 
-def test_list_models_sends_a_real_limit(ts_grpc):
-    everything = ts_grpc.list_models()
-    assert MODEL in [m["modelName"] for m in everything]
-    assert ts_grpc.list_models(page_size=1) == everything  # pages of one, followed
+def test_list_models_sends_a_real_limit(ts_grpc, models):
+    served = sorted(m.name for m in models.values() if "torchserve" in m.servers)
+    assert len(served) > 1  # so that page_size=1 has pages to follow
+    assert [m["modelName"] for m in ts_grpc.list_models()] == served
+    assert [m["modelName"] for m in ts_grpc.list_models(page_size=1)] == served
     with pytest.raises(ValueError):
         ts_grpc.list_models(page_size=0)
 
@@ -93,10 +98,10 @@ def test_describe_scale_set_default_health(ts_grpc):
 
 
 def test_register_is_refused_when_the_model_api_is_off(ts_grpc):
-    with pytest.raises(errors.PermissionDenied, match="Model API disabled") as info:
+    with pytest.raises(errors.InvalidInput, match="Model API disabled") as info:
         ts_grpc.register_model(f"{MODEL}.mar")
-    assert info.value.attempts == 1
-    with pytest.raises(errors.PermissionDenied):
+    assert info.value.attempts == 1 and info.value.grpc_code == "PERMISSION_DENIED"
+    with pytest.raises(errors.InvalidInput):
         ts_grpc.unregister_model(MODEL)
 
 

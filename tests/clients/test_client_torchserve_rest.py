@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import io
+import base64
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from clients import TorchServeClient, errors
+from clients import TorchServeClient, endpoints, errors
 from clients.transport import RetryPolicy
 from tests.clients.conftest import EXPECTED, MODEL
 
 
-@pytest.mark.parametrize("form", ["raw", "multipart", "json"])
+@pytest.mark.parametrize("form", ["raw", "json"])
 @pytest.mark.parametrize("photo", sorted(EXPECTED))
-def test_predict_sample_photos_in_every_form(ts_rest, sample_images, photo, form):
-    answer = ts_rest.predict(sample_images[photo], form=form, topk=3)
+def test_predict_sample_photos_in_both_forms(ts_rest, sample_images, photo, form):
+    data = sample_images[photo].read_bytes()
+    body = data if form == "raw" else {"data": base64.b64encode(data).decode()}
+    answer = ts_rest.predict(body, params={"topk": 3})
     assert len(answer) == 3
     assert answer[0]["class_index"] in EXPECTED[photo]
     probabilities = [p["probability"] for p in answer]
@@ -64,34 +66,39 @@ def test_bad_image_is_invalid_input_with_the_servers_message(ts_rest):
 @pytest.mark.parametrize("topk", [0, 1001])
 def test_out_of_range_topk_is_invalid_input(ts_rest, sample_images, topk):
     with pytest.raises(errors.InvalidInput, match="topk"):
-        ts_rest.predict(sample_images["cat"], topk=topk)
+        ts_rest.classify_image(sample_images["cat"], topk=topk)
 
 
 def test_unknown_model_and_version_are_not_found(ts_rest, sample_images):
     with pytest.raises(errors.NotFound) as info:
-        ts_rest.predict(sample_images["cat"], model="no_such_model")
+        ts_rest.classify_image(sample_images["cat"], model="no_such_model")
     assert info.value.status_code == 404
     assert "no_such_model" in info.value.message
     assert info.value.error_type == "ModelNotFoundException"
     with pytest.raises(errors.NotFound, match="9.9"):
-        ts_rest.predict(sample_images["cat"], version="9.9")
+        ts_rest.classify_image(sample_images["cat"], version="9.9")
 
 
-def test_wrong_or_missing_token_is_unauthorized(torchserve, sample_images):
+def test_wrong_or_missing_token_is_unauthorized_and_not_retried(torchserve, sample_images,
+                                                                 monkeypatch, tmp_path):
+    # Outside any repo with a run directory, and no key in the environment: no key at all.
+    monkeypatch.chdir(tmp_path)
+    for name in ("TORCHSERVE_TOKEN", "TORCHSERVE_INFERENCE_TOKEN", "TORCHSERVE_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
     for token in ("wrong-token", None):
-        with TorchServeClient(torchserve.inference_url, token=token, model=MODEL) as client:
-            with pytest.raises(errors.Unauthorized, match="Token Authorization failed"):
-                client.predict(sample_images["cat"])
+        with TorchServeClient(torchserve.inference_url, token=token) as client:
+            with pytest.raises(errors.Unauthorized, match="Token Authorization failed") as info:
+                client.classify_image(sample_images["cat"])
+            assert info.value.attempts == 1
 
 
 def test_management_key_is_not_the_inference_key(torchserve, sample_images):
     keys = torchserve.keys()
     with TorchServeClient(torchserve.inference_url, torchserve.management_url,
-                          token={"inference": keys["management"],
-                                 "management": keys["management"]}, model=MODEL) as client:
+                          token=keys["management"]) as client:
         assert client.list_models()
         with pytest.raises(errors.Unauthorized):
-            client.predict(sample_images["cat"])
+            client.classify_image(sample_images["cat"])
 
 
 def test_environment_configures_everything(ts_env, monkeypatch, sample_images):
@@ -121,18 +128,35 @@ def test_scale_workers_and_set_default(ts_rest):
 def test_register_and_unregister_need_the_model_api(ts_rest):
     # The bundle runs with enable_model_api=false: TorchServe refuses, and the client does not
     # retry these non-idempotent calls.
-    with pytest.raises(errors.MethodNotAllowed) as info:
+    with pytest.raises(errors.InvalidInput) as info:
         ts_rest.register_model(f"{MODEL}.mar")
-    assert info.value.attempts == 1
-    with pytest.raises(errors.MethodNotAllowed):
+    assert info.value.attempts == 1 and info.value.status_code == 405
+    with pytest.raises(errors.InvalidInput):
         ts_rest.unregister_model(MODEL)
 
 
-def test_health_means_a_ready_worker(ts_rest):
-    health = ts_rest.health()
-    assert health.ready and health.workers.get("READY", 0) >= 1 and health.version == "1.0"
+def test_health_follows_the_one_readiness_rule(ts_rest):
+    for entry in ts_rest.list_models():
+        name = entry["modelName"]
+        describe = ts_rest.describe_model(name)
+        health = ts_rest.health(name)
+        assert health.ready and endpoints.is_ready(describe), (name, describe)
+        assert health.workers == {"READY": len(describe[0]["workers"])}
+    assert ts_rest.health().version == "1.0"
     missing = ts_rest.health("no_such_model")
     assert not missing.ready and "no_such_model" in missing.reason
+
+
+def test_scaled_to_zero_workers_is_not_ready(ts_rest):
+    # A registered model without workers: /ping still says Healthy, health() does not.
+    try:
+        ts_rest.scale_workers(min_workers=0, max_workers=0)
+        health = ts_rest.health()
+        assert not health.ready and health.reason == "no workers"
+        assert ts_rest.ping() == "Healthy"
+    finally:
+        ts_rest.scale_workers(min_workers=1, max_workers=1)
+    assert ts_rest.health().ready
 
 
 def test_metrics_are_parsed_and_count_requests(ts_rest, sample_images):
@@ -142,7 +166,7 @@ def test_metrics_are_parsed_and_count_requests(ts_rest, sample_images):
         return sum(s.value for s in family.samples) if family else 0.0
 
     before = served()
-    ts_rest.predict(sample_images["cat"])
+    ts_rest.classify_image(sample_images["cat"])
     assert served() >= before + 1
     families = ts_rest.metrics()
     assert "ts_inference_latency_microseconds" in families
@@ -163,7 +187,9 @@ def test_context_manager_closes_the_pool(torchserve):
     assert client._http._pool.pools is not None and len(client._http._pool.pools) == 0
 
 
-def test_no_model_name_is_a_configuration_error(torchserve):
+def test_predict_needs_a_model_name_and_a_body(torchserve):
     with TorchServeClient(torchserve.inference_url, key_file=torchserve.key_file) as client:
-        with pytest.raises(errors.ConfigurationError):
-            client.predict(io.BytesIO(b"x"))
+        with pytest.raises(ValueError, match="no model name"):
+            client.predict(b"x")
+        with pytest.raises(TypeError, match="embed"):
+            client.predict("some text", MODEL)

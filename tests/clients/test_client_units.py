@@ -51,11 +51,11 @@ def test_rotated_keys_are_picked_up(tmp_path):
     assert tokens.token("inference") == "inf-2"
 
 
-def test_bad_key_file_is_a_configuration_error(tmp_path):
+def test_bad_key_file_is_a_clear_error(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(errors.ConfigurationError, match="key_file.json"):
+    with pytest.raises(errors.ServingError, match="key_file.json"):
         TokenSource(None, tmp_path / "bad.json", env={}).token()
-    with pytest.raises(errors.ConfigurationError, match="cannot read"):
+    with pytest.raises(errors.ServingError, match="cannot read"):
         TokenSource(None, tmp_path / "missing.json", env={}).token()
 
 
@@ -67,8 +67,12 @@ def test_bad_key_file_is_a_configuration_error(tmp_path):
     (404, b'{"error": "Servable not found for request: Latest(x)"}', errors.NotFound,
      "Servable not found for request: Latest(x)"),
     (503, b"<html>busy</html>", errors.Unavailable, "<html>busy</html>"),
-    (504, b"", errors.GatewayTimeout, "HTTP 504"),
-    (418, b"teapot", errors.ServerError, "teapot"),
+    (429, b"", errors.Unavailable, "HTTP 429"),
+    (403, b"", errors.InvalidInput, "HTTP 403"),
+    (413, b'{"code": 413, "type": "ImageTooLarge", "message": "too many pixels"}',
+     errors.InvalidInput, "too many pixels"),
+    (504, b"", errors.ServingError, "HTTP 504"),
+    (507, b"worker died", errors.ServingError, "worker died"),
 ])
 def test_http_errors_are_typed(status, body, cls, message):
     error = errors.from_http(status, body)
@@ -76,15 +80,19 @@ def test_http_errors_are_typed(status, body, cls, message):
 
 
 def test_grpc_errors_are_typed():
-    error = errors.from_grpc_code("INTERNAL", "Model not found: x\n"
+    error = errors.from_grpc("INTERNAL", "Model not found: x\n"
                                   "org.pytorch.serve.archive.model.ModelNotFoundException")
     assert isinstance(error, errors.NotFound) and error.message == "Model not found: x"
     assert error.error_type == "ModelNotFoundException" and error.status_code == 404
-    assert isinstance(errors.from_grpc_code("UNAVAILABLE", "overloaded"), errors.Unavailable)
-    assert isinstance(errors.from_grpc_code("UNAVAILABLE", "failed to connect to all "
+    assert isinstance(errors.from_grpc("UNAVAILABLE", "overloaded"), errors.Unavailable)
+    assert isinstance(errors.from_grpc("UNAVAILABLE", "failed to connect to all "
                                             "addresses"), errors.ConnectionFailed)
-    assert isinstance(errors.from_grpc_code("DEADLINE_EXCEEDED", "x"), errors.Timeout)
-    assert not errors.from_grpc_code("INVALID_ARGUMENT", "x").retryable
+    assert isinstance(errors.from_grpc("DEADLINE_EXCEEDED", "x"), errors.Timeout)
+    assert isinstance(errors.from_grpc("PERMISSION_DENIED", "Token Authorization failed. x"),
+                      errors.Unauthorized)
+    assert not RetryPolicy.retryable(errors.from_grpc("INVALID_ARGUMENT", "x"))
+    assert RetryPolicy.retryable(errors.from_grpc("UNAVAILABLE", "overloaded"))
+    assert not RetryPolicy.retryable(errors.from_grpc("RESOURCE_EXHAUSTED", "x"))
 
 
 def test_handler_error_payload_detection():
@@ -107,6 +115,24 @@ def test_retry_policy_counts_attempts():
     with pytest.raises(errors.Unavailable):
         RetryPolicy(max_attempts=3).call(flaky, idempotent=False)
     assert len(calls) == 4
+
+
+def test_backoff_jitter_is_proportional_and_retry_after_is_a_floor():
+    policy = RetryPolicy(initial_backoff=1.0, max_backoff=8.0, jitter=0.5)
+    waits = [policy.backoff(3) for _ in range(200)]
+    # retry 3: base 4 s, spread over [2, 4] s, not 4 s +- a constant
+    assert 2.0 <= min(waits) and max(waits) <= 4.0 and max(waits) - min(waits) > 1.0
+    told = errors.Unavailable("busy", status_code=503, retry_after=7.0)
+    waits = [policy.backoff(1, told) for _ in range(200)]
+    assert min(waits) >= 7.0 and max(waits) <= 10.5
+
+
+def test_retry_budget_caps_retries_at_a_share_of_requests():
+    budget = RetryPolicy(budget_ratio=0.1, budget_reserve=2.0).budget()
+    assert budget.withdraw() and budget.withdraw() and not budget.withdraw()
+    for _ in range(11):  # 11 requests earn one retry at 10 %
+        budget.deposit()
+    assert budget.withdraw() and not budget.withdraw()
 
 
 def test_model_path():

@@ -47,12 +47,10 @@ def test_sample_photos(tfs, sample_images):
     assert rows[1][0].class_index in EXPECTED["coffee"]
 
 
-def test_bad_input_is_invalid_argument(tfs):
-    import numpy as np
-
-    key = next(iter(tfs.signature().inputs))
-    with pytest.raises(errors.InvalidInput):
-        tfs.predict({key: np.array([b"not an image"], dtype=object)})
+def test_a_bad_instance_fails_alone(tfs, sample_images):
+    rows = tfs.classify_images([b"not an image", sample_images["coffee"]], on_error="return")
+    assert isinstance(rows[0], errors.InstanceError) and rows[0].message
+    assert rows[1][0].class_index in EXPECTED["coffee"]
 
 
 def test_unknown_model_is_not_found(tfs):

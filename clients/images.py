@@ -1,5 +1,6 @@
-"""Turning what applications hold (bytes, paths, files, PIL images, numpy arrays) into the
-encoded image bytes the servers accept, plus the shared result type of image classifiers.
+"""Image helpers, apart from the generic clients: turning what applications hold (bytes,
+paths, files, PIL images, numpy arrays) into the encoded image bytes the servers accept, and
+the typed answers of the image models (Prediction of a classifier, Face of the face detector).
 
 Pillow is optional: it is imported only when a PIL image or a numpy pixel array is passed.
 """
@@ -11,7 +12,6 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Union
 
-from clients.errors import ConfigurationError
 
 ImageInput = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", Any]
 
@@ -30,6 +30,27 @@ class Prediction:
     @classmethod
     def from_json(cls, doc: dict) -> Prediction:
         return cls(int(doc["class_index"]), str(doc["label"]), float(doc["probability"]))
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face found by the face detector, in the original image's pixels (after EXIF
+    rotation): box (x1, y1, x2, y2), detection score, and five landmarks (x, y): the eyes, the
+    nose and the corners of the mouth."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: tuple[tuple[float, float], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"box": list(self.box), "score": self.score,
+                "landmarks": [list(p) for p in self.landmarks]}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Face:
+        x1, y1, x2, y2 = (float(v) for v in doc["box"])
+        return cls((x1, y1, x2, y2), float(doc["score"]),
+                   tuple((float(x), float(y)) for x, y in doc.get("landmarks") or ()))
 
 
 def image_bytes(image: ImageInput) -> bytes:
@@ -54,8 +75,8 @@ def image_bytes(image: ImageInput) -> bytes:
         try:
             from PIL import Image
         except ImportError:
-            raise ConfigurationError("numpy pixel arrays need Pillow: "
-                                     "pip install 'serving-bundle-client[image]'") from None
+            raise ImportError("numpy pixel arrays need Pillow: "
+                              "pip install 'serving-bundle-client[image]'") from None
         return image_bytes(Image.fromarray(image))
     raise TypeError(f"cannot send {type(image).__name__} as an image: pass bytes, a path, "
                     "a binary file, a PIL image or a uint8 numpy array")
