@@ -163,7 +163,10 @@ def cmd_predict(client: Any, args: argparse.Namespace) -> int:
     for title, rows, header in tables:
         if title:
             print(title)
-        print(header if rows is None else _table(rows, header))
+        if rows is None:
+            print(header)  # any other model: its JSON answer
+        elif rows:
+            print(_table(rows, header))
     return EXIT_OK
 
 
