@@ -33,12 +33,12 @@ from typing import Any, Callable
 import torch
 from ts.metrics.metric_type_enum import MetricTypes
 
-from handlers import envelopes
+from handlers import envelopes, runtimes
 from handlers.errors import InternalError, RequestError, reason_phrase
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("eager", "torchscript", "onnxruntime", "openvino")
+RUNTIMES = runtimes.RUNTIMES
 
 
 def choose_device(gpu_id: Any) -> torch.device:
@@ -94,6 +94,7 @@ class BatchHandler:
         self.config: dict[str, Any] = {}
         self.limits: dict[str, Any] = {}
         self.runtime = "eager"
+        self.workers = 1
         self.model_name = "model"
         self.max_instances = 32
         self.model: Any = None
@@ -113,6 +114,7 @@ class BatchHandler:
         bundle = model_yaml.get("bundle") or {}
         self.limits = dict(bundle.get("limits") or {})
         self.runtime = str(bundle.get("runtime", "eager"))
+        self.workers = int(model_yaml.get("maxWorkers", 1))
         self.max_instances = int(self.limits.get("max_instances_per_request", 32))
         self.device = choose_device(properties.get("gpu_id"))
         started = time.perf_counter()
@@ -130,16 +132,15 @@ class BatchHandler:
         )
         self.initialized = True
 
-    def load_network(self, model_dir: Path, eager: Callable[[], Any]) -> Any:
+    def load_network(self, model_dir: Path, eager: Callable[[], Any],
+                     example: tuple[torch.Tensor, ...] = ()) -> Any:
         """The network forward the kind handler calls (self.model), for the catalog's runtime.
 
-        The one place a runtime is chosen: `eager` builds the PyTorch module with eager();
-        other runtimes plug in here and must return a callable taking and returning the same
-        tensors as the eager module."""
-        if self.runtime == "eager":
-            return eager()
-        raise ValueError(f"{self.model_name}: runtime {self.runtime!r} is not available "
-                         f"in this build; use one of {RUNTIMES[:1]}")
+        The one place a runtime is chosen (handlers/runtimes.py): eager() builds the PyTorch
+        module; example is one input batch (TorchScript traces with it). Every runtime is a
+        callable taking the eager module's tensors and returning its first output as a float32
+        CPU tensor; it gets cores // maxWorkers threads."""
+        return runtimes.load(self.runtime, eager, example, model_dir, self.device, self.workers)
 
     # -- the subclass contract ----------------------------------------------------------------
     def load_model(self, model_dir: Path) -> None:

@@ -46,9 +46,10 @@ class ImageClassifier(BatchHandler):
         self.default_topk, self.max_topk = int(cfg["topk"]), int(cfg["max_topk"])
         self.min_side = images.draft_side(self.size, self.crop_fraction)
         self.labels = label_list(json.loads((model_dir / cfg["labels"]).read_text()))
-        self.model = self.load_network(model_dir, lambda: self._eager(model_dir))
+        example = torch.zeros(1, 3, self.size, self.size, device=self.device)
+        self.model = self.load_network(model_dir, lambda: self._eager(model_dir), (example,))
         # One forward pass now, so the first request does not pay for allocator warm-up.
-        self.model(torch.zeros(1, 3, self.size, self.size, device=self.device))
+        self.model(example)
 
     def _eager(self, model_dir: Path) -> torch.nn.Module:
         model = EfficientNet.from_name(self.config["architecture"])

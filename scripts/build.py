@@ -26,7 +26,7 @@ from pathlib import Path
 import torch  # noqa: F401  (import torch before tensorflow: the reverse order segfaults)
 import yaml
 
-from scripts import catalog, samples
+from scripts import catalog, export_runtimes, samples
 from scripts.catalog import ROOT, Model
 
 STAMPS = ROOT / "build" / "stamps"
@@ -65,7 +65,7 @@ def mark_built(model: Model, server: str, digest: str) -> None:
 
 
 def handler_sources() -> list[Path]:
-    return sorted(p for p in HANDLERS.glob("*.py"))
+    return sorted(p for p in HANDLERS.glob("*.py")) + export_runtimes.sources()
 
 
 def handler_module(model: Model) -> Path:
@@ -78,8 +78,9 @@ def handler_module(model: Model) -> Path:
     return path
 
 
-def build_mar(model: Model) -> None:
-    """Package the catalog's files, model-config.yaml and the handlers package into a .mar."""
+def build_mar(model: Model, store: Path | None = None) -> Path:
+    """Package the catalog's files, model-config.yaml and the handlers package into a .mar
+    (into the model store, or `store`: the benchmark's and tests' variants go elsewhere)."""
     handler = handler_module(model)
     stage = Path(tempfile.mkdtemp(prefix=f"{model.name}-", dir=ROOT / "build"))
     try:
@@ -87,6 +88,7 @@ def build_mar(model: Model) -> None:
         shutil.copytree(HANDLERS, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__"))
         for archive_path, source in model.files.items():
             source.copy_into(extra / archive_path)
+        export_runtimes.prepare(model, extra)  # the runtime's files (ONNX), checked vs eager
         config = stage / "model-config.yaml"
         config.write_text(yaml.safe_dump(model.model_config_yaml(), sort_keys=False))
         tmp_store = stage / "out"
@@ -109,9 +111,11 @@ def build_mar(model: Model) -> None:
             check=True,
             env=env,
         )
-        model.mar_path.parent.mkdir(parents=True, exist_ok=True)
+        target = Path(store) / model.mar_path.name if store else model.mar_path
+        target.parent.mkdir(parents=True, exist_ok=True)
         # Replace atomically: a server reading the store never sees a half-written archive.
-        (tmp_store / f"{model.name}.mar").replace(model.mar_path)
+        (tmp_store / f"{model.name}.mar").replace(target)
+        return target
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
