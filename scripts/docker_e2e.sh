@@ -15,7 +15,8 @@
 #   5. teardown, always: `compose down --volumes`, the private daemon stopped, no mount left.
 #
 # Needs root for a private daemon (apt-get installs docker.io and debootstrap when missing).
-# Set KEEP_STACK=1 to leave the containers (not a private daemon) running after the tests.
+# Set KEEP_STACK=1 to leave the containers (and a private daemon) running after the tests; a
+# second run with that DOCKER_HOST/DOCKER_CONFIG reuses them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -120,7 +121,7 @@ compose_plugin() {
 # ----------------------------------------------------------------------- stand-in images
 
 recipe_hash() {  # what a stand-in is built from; a changed recipe rebuilds it
-    cat "$ROOT"/docker/standins/* "$0" | sha256sum | cut -c1-16
+    cat "$ROOT"/docker/standins/* | sha256sum | cut -c1-16
 }
 
 debian_mirror() {  # the Debian URI apt is configured with here
@@ -217,8 +218,11 @@ teardown() {
     local status=$?
     set +e
     if docker info >/dev/null 2>&1; then
-        if [ "${KEEP_STACK:-0}" = 1 ] && [ "$OWN_DAEMON" = 0 ]; then
-            say "KEEP_STACK=1: containers left running"
+        if [ "${KEEP_STACK:-0}" = 1 ]; then
+            say "KEEP_STACK=1: containers left running; DOCKER_HOST=${DOCKER_HOST:-default}" \
+                "DOCKER_CONFIG=${DOCKER_CONFIG:-~/.docker}"
+            [ "$OWN_DAEMON" = 1 ] && echo "stop the private dockerd: kill \$(cat $ENGINE/dockerd.pid)"
+            OWN_DAEMON=0
         else
             say "compose down (containers, network, volumes)"
             "${COMPOSE[@]}" --profile cpu --profile gpu --profile monitoring \
@@ -233,12 +237,17 @@ teardown() {
 
 main() {
     [ -x "$PY" ] || die "no $PY: run 'make venv' first"
-    mkdir -p "$WORK"
+    mkdir -p "$WORK/logs"
     trap teardown EXIT
     trap 'exit 130' INT TERM
     start_engine
     compose_plugin
     build_standins
+
+    # The archives compose mounts read-only (`make archive` builds them; idempotent).
+    say "make archive"
+    make -C "$ROOT" --no-print-directory archive >"$WORK/logs/archive.log" 2>&1 \
+        || { tail -30 "$WORK/logs/archive.log" >&2; die "make archive failed"; }
 
     # Free host ports for the published ones (other TorchServes may hold the defaults here).
     for var in TS_INFERENCE_PORT TS_MANAGEMENT_PORT TS_METRICS_PORT TS_GRPC_INFERENCE_PORT \
