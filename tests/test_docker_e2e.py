@@ -189,6 +189,23 @@ def test_healthcheck_is_healthy_only_while_the_workers_are_ready(key):
     assert predict(model, key).status_code == 200
 
 
+def test_healthcheck_survives_a_refused_management_key(key):
+    """An expired or rotated-away management key: the check gets a fresh one with the API key
+    (TorchServe's token API rewrites key_file.json) and still reports the workers' state."""
+    exec_ = [*COMPOSE, "--profile", "cpu", "exec", "-T", "torchserve"]
+    key_file = "/home/model-server/run/key_file.json"
+    spoil = ("import json, sys; p = sys.argv[1]; d = json.load(open(p)); "
+             "d['management']['key'] = 'expired'; json.dump(d, open(p, 'w'))")
+    run([*exec_, "python", "-c", spoil, key_file])
+    assert json.loads(run([*exec_, "cat", key_file]).stdout)["management"]["key"] == "expired"
+    assert run([*exec_, *HEALTHCHECK]).stdout.strip() == "ready"
+    fresh = json.loads(run([*exec_, "cat", key_file]).stdout)["management"]["key"]
+    assert fresh != "expired"
+    resp = requests.get(f"{TS_MANAGEMENT}/models", headers=bearer(fresh), timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert predict(MODELS[0], key).status_code == 200  # the inference key is unchanged
+
+
 def _epoch(stamp: str) -> float:
     """Docker's RFC 3339 timestamps (nanoseconds) as epoch seconds."""
     from datetime import datetime
