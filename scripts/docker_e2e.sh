@@ -28,7 +28,7 @@ MINBASE=bundle-standin/debian:bookworm-minbase
 TORCHSERVE_BASE=pytorch/torchserve:0.12.0-cpu
 PROMETHEUS_BASE=prom/prometheus:v2.53.3
 PROJECT=model-bundle  # docker/compose.yaml's `name:`
-COMPOSE=(docker compose -f "$ROOT/docker/compose.yaml")
+COMPOSE=(docker compose -f "$ROOT/docker/compose.yaml" -f "$ROOT/docker/standins/compose.e2e.yaml")
 OWN_DAEMON=0
 STARTED=$SECONDS
 
@@ -121,7 +121,9 @@ compose_plugin() {
 # ----------------------------------------------------------------------- stand-in images
 
 recipe_hash() {  # what a stand-in is built from; a changed recipe rebuilds it
-    cat "$ROOT"/docker/standins/* | sha256sum | cut -c1-16
+    # (not compose.e2e.yaml: it changes the build of our image, not a stand-in)
+    cat "$ROOT"/docker/standins/*.sh "$ROOT"/docker/standins/*.txt "$ROOT"/docker/standins/*.properties \
+        | sha256sum | cut -c1-16
 }
 
 debian_mirror() {  # the Debian URI apt is configured with here
