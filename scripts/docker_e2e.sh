@@ -122,8 +122,9 @@ compose_plugin() {
 
 recipe_hash() {  # what a stand-in is built from; a changed recipe rebuilds it
     # (not compose.e2e.yaml: it changes the build of our image, not a stand-in)
-    cat "$ROOT"/docker/standins/*.sh "$ROOT"/docker/standins/*.txt "$ROOT"/docker/standins/*.properties \
-        | sha256sum | cut -c1-16
+    # "commit v2": the stand-ins are committed without the recipe's environment.
+    { echo "commit v2"; cat "$ROOT"/docker/standins/*.sh "$ROOT"/docker/standins/*.txt \
+        "$ROOT"/docker/standins/*.properties; } | sha256sum | cut -c1-16
 }
 
 debian_mirror() {  # the Debian URI apt is configured with here
@@ -179,16 +180,19 @@ build_standin() {  # tag recipe change...
     local name=bundle-standin-build-$$ mounts=() mount
     for mount in $(pip_mounts | sort -u); do mounts+=(-v "$mount"); done
     docker rm -f "$name" >/dev/null 2>&1 || true
-    local env_args=() var change
-    for var in $(env | grep -o '^PIP_[A-Z_]*'); do env_args+=(-e "$var"); done
+    # The host's PIP_* settings reach the recipe through `env` in its command, not `docker run -e`:
+    # `docker commit` would keep -e variables in the stand-in image's config.
+    local env_args=(env) var change
+    for var in $(env | grep -o '^PIP_[A-Z_]*'); do env_args+=("$var=${!var}"); done
     # The host's CA bundle: the registries may be reached through a TLS-inspecting proxy.
     local host_ca=/etc/ssl/certs/ca-certificates.crt
     [ -f "$host_ca" ] && mounts+=(-v "$host_ca:/run/host-ca.crt:ro") \
-        && env_args+=(-e PIP_CERT=/run/host-ca.crt)
+        && env_args+=(PIP_CERT=/run/host-ca.crt)
     mkdir -p "$WORK/logs"
     local log=$WORK/logs/standin-${recipe%.sh}.log
-    docker run --name "$name" --network host --user 0 "${env_args[@]}" "${mounts[@]}" \
-        -v "$ROOT/docker/standins:/standin:ro" "$MINBASE" /bin/sh "/standin/$recipe" >"$log" 2>&1 \
+    docker run --name "$name" --network host --user 0 "${mounts[@]}" \
+        -v "$ROOT/docker/standins:/standin:ro" "$MINBASE" "${env_args[@]}" /bin/sh "/standin/$recipe" \
+        >"$log" 2>&1 \
         || { tail -30 "$log" >&2; die "stand-in recipe $recipe failed (log: $log)"; }
     local changes=(--change "LABEL bundle.standin=$hash")
     for change in "$@"; do changes+=(--change "$change"); done
