@@ -28,7 +28,7 @@ MINBASE=bundle-standin/debian:bookworm-minbase
 TORCHSERVE_BASE=pytorch/torchserve:0.12.0-cpu
 PROMETHEUS_BASE=prom/prometheus:v2.53.3
 PROJECT=model-bundle  # docker/compose.yaml's `name:`
-COMPOSE=(docker compose -f "$ROOT/docker/compose.yaml" -f "$ROOT/docker/standins/compose.e2e.yaml")
+COMPOSE=(docker compose -f "$ROOT/docker/compose.yaml")
 OWN_DAEMON=0
 STARTED=$SECONDS
 
@@ -262,6 +262,9 @@ main() {
     done
     # `make serve`/`make up` bring up only these services (no TF Serving stand-in).
     export SERVICES=torchserve
+    # Containers on the bridge network reach nothing outside here: the image build's pip runs
+    # on the host network (the registries are reachable from the host).
+    export BUILD_NETWORK=host
 
     say "docker compose --profile cpu up --build --wait torchserve (ports $TS_INFERENCE_PORT..)"
     "${COMPOSE[@]}" --profile cpu up --detach --build --wait --wait-timeout 900 torchserve

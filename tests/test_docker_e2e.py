@@ -258,8 +258,10 @@ def test_prometheus_scrapes_torchserve_and_the_dashboard_queries_return_data(key
     assert up and up[0]["value"][1] == "1", up
     # A query may only be empty when TorchServe itself exposes none of its metrics (a counter
     # that never counted: no 5xx happened here).
+    sampled = {line.split("{")[0].split()[0] for line in exposed.splitlines()
+               if line.strip() and not line.startswith("#")}
     unexplained = [(title, expr) for title, expr in empty_queries
-                   if any(name in exposed for name in metric_names(expr))]
+                   if metric_names(expr) & sampled]
     assert not unexplained, unexplained
     assert len(empty_queries) <= 1, empty_queries
 
@@ -294,7 +296,9 @@ def test_a_killed_server_comes_back_under_the_restart_policy(stack):
 def test_make_serve_uses_compose_and_make_stop_stops_it(stack):
     stop = run(["make", "--no-print-directory", "stop"], timeout=300)
     assert inspect(container())["State"]["Running"] is False, stop.stdout
-    serve = run(["make", "--no-print-directory", "serve", "SERVICES=torchserve"], timeout=1800)
+    serve = run(["make", "--no-print-directory", "serve", "SERVICES=torchserve"], timeout=1800,
+                check=False)
+    assert serve.returncode == 0, serve.stdout[-3000:] + serve.stderr[-3000:]
     assert "Docker engine found: serving with docker compose" in serve.stdout, serve.stdout
     assert inspect(container())["State"]["Health"]["Status"] == "healthy"
     key = make_key()
