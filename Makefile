@@ -15,13 +15,15 @@ COMPOSE_GPU := $(COMPOSE)$(if $(GPU_DEVICE_IDS), -f docker/compose.gpu-ids.yaml)
 # The server profile `make up-monitoring` adds Prometheus and Grafana to: cpu or gpu.
 PROFILE ?= cpu
 UP_FLAGS := up --detach --build --wait --wait-timeout 900
+# SERVICES=torchserve limits make serve/up to those services (make docker-e2e: no TF Serving image).
+SERVICES ?=
 # Succeeds only when a Docker engine answers (the CLI alone is not enough).
 DOCKER_ANSWERS = docker info >/dev/null 2>&1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv archive serve stop status key test prometheus bench clean \
         docker-build up up-gpu up-monitoring down tf-configs tf-reload e2e-tfserving \
-        client-stubs client-wheel bench-clients
+        client-stubs client-wheel bench-clients docker-e2e
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -134,7 +136,7 @@ docker-build:  ## build the Docker images (cpu and gpu) FROM the pinned official
 	$(COMPOSE) --profile cpu --profile gpu build
 
 up: archive  ## TorchServe + TF Serving in Docker (CPU images); returns when both are healthy
-	$(COMPOSE) --profile cpu $(UP_FLAGS)
+	$(COMPOSE) --profile cpu $(UP_FLAGS) $(SERVICES)
 	@echo "TorchServe keys: $(COMPOSE) exec torchserve cat /home/model-server/run/key_file.json"
 
 up-gpu: archive  ## the same on the GPU images (NVIDIA Container Toolkit; GPU_COUNT / GPU_DEVICE_IDS)
@@ -143,6 +145,9 @@ up-gpu: archive  ## the same on the GPU images (NVIDIA Container Toolkit; GPU_CO
 
 up-monitoring: archive  ## servers (PROFILE=cpu|gpu) + Prometheus :9090 + Grafana :3000
 	$(if $(filter gpu,$(PROFILE)),$(COMPOSE_GPU),$(COMPOSE)) --profile $(PROFILE) --profile monitoring $(UP_FLAGS)
+
+docker-e2e: archive  ## compose up on stand-in base images in a private dockerd, e2e tests, teardown (root; docs/docker.md)
+	scripts/docker_e2e.sh
 
 down:  ## stop and remove the Docker containers of every profile (volumes are kept)
 	$(COMPOSE) --profile cpu --profile gpu --profile monitoring down

@@ -15,7 +15,8 @@
 #   5. teardown, always: `compose down --volumes`, the private daemon stopped, no mount left.
 #
 # Needs root for a private daemon (apt-get installs docker.io and debootstrap when missing).
-# Set KEEP_STACK=1 to leave the containers (not a private daemon) running after the tests.
+# Set KEEP_STACK=1 to leave the containers (and a private daemon) running after the tests; a
+# second run with that DOCKER_HOST/DOCKER_CONFIG reuses them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -120,7 +121,10 @@ compose_plugin() {
 # ----------------------------------------------------------------------- stand-in images
 
 recipe_hash() {  # what a stand-in is built from; a changed recipe rebuilds it
-    cat "$ROOT"/docker/standins/* "$0" | sha256sum | cut -c1-16
+    # (not compose.e2e.yaml: it changes the build of our image, not a stand-in)
+    # "commit v2": the stand-ins are committed without the recipe's environment.
+    { echo "commit v2"; cat "$ROOT"/docker/standins/*.sh "$ROOT"/docker/standins/*.txt \
+        "$ROOT"/docker/standins/*.properties; } | sha256sum | cut -c1-16
 }
 
 debian_mirror() {  # the Debian URI apt is configured with here
@@ -176,16 +180,19 @@ build_standin() {  # tag recipe change...
     local name=bundle-standin-build-$$ mounts=() mount
     for mount in $(pip_mounts | sort -u); do mounts+=(-v "$mount"); done
     docker rm -f "$name" >/dev/null 2>&1 || true
-    local env_args=() var change
-    for var in $(env | grep -o '^PIP_[A-Z_]*'); do env_args+=(-e "$var"); done
+    # The host's PIP_* settings reach the recipe through `env` in its command, not `docker run -e`:
+    # `docker commit` would keep -e variables in the stand-in image's config.
+    local env_args=(env) var change
+    for var in $(env | grep -o '^PIP_[A-Z_]*'); do env_args+=("$var=${!var}"); done
     # The host's CA bundle: the registries may be reached through a TLS-inspecting proxy.
     local host_ca=/etc/ssl/certs/ca-certificates.crt
     [ -f "$host_ca" ] && mounts+=(-v "$host_ca:/run/host-ca.crt:ro") \
-        && env_args+=(-e PIP_CERT=/run/host-ca.crt)
+        && env_args+=(PIP_CERT=/run/host-ca.crt)
     mkdir -p "$WORK/logs"
     local log=$WORK/logs/standin-${recipe%.sh}.log
-    docker run --name "$name" --network host --user 0 "${env_args[@]}" "${mounts[@]}" \
-        -v "$ROOT/docker/standins:/standin:ro" "$MINBASE" /bin/sh "/standin/$recipe" >"$log" 2>&1 \
+    docker run --name "$name" --network host --user 0 "${mounts[@]}" \
+        -v "$ROOT/docker/standins:/standin:ro" "$MINBASE" "${env_args[@]}" /bin/sh "/standin/$recipe" \
+        >"$log" 2>&1 \
         || { tail -30 "$log" >&2; die "stand-in recipe $recipe failed (log: $log)"; }
     local changes=(--change "LABEL bundle.standin=$hash")
     for change in "$@"; do changes+=(--change "$change"); done
@@ -217,8 +224,11 @@ teardown() {
     local status=$?
     set +e
     if docker info >/dev/null 2>&1; then
-        if [ "${KEEP_STACK:-0}" = 1 ] && [ "$OWN_DAEMON" = 0 ]; then
-            say "KEEP_STACK=1: containers left running"
+        if [ "${KEEP_STACK:-0}" = 1 ]; then
+            say "KEEP_STACK=1: containers left running; DOCKER_HOST=${DOCKER_HOST:-default}" \
+                "DOCKER_CONFIG=${DOCKER_CONFIG:-~/.docker}"
+            [ "$OWN_DAEMON" = 1 ] && echo "stop the private dockerd: kill \$(cat $ENGINE/dockerd.pid)"
+            OWN_DAEMON=0
         else
             say "compose down (containers, network, volumes)"
             "${COMPOSE[@]}" --profile cpu --profile gpu --profile monitoring \
@@ -233,12 +243,17 @@ teardown() {
 
 main() {
     [ -x "$PY" ] || die "no $PY: run 'make venv' first"
-    mkdir -p "$WORK"
+    mkdir -p "$WORK/logs"
     trap teardown EXIT
     trap 'exit 130' INT TERM
     start_engine
     compose_plugin
     build_standins
+
+    # The archives compose mounts read-only (`make archive` builds them; idempotent).
+    say "make archive"
+    make -C "$ROOT" --no-print-directory archive >"$WORK/logs/archive.log" 2>&1 \
+        || { tail -30 "$WORK/logs/archive.log" >&2; die "make archive failed"; }
 
     # Free host ports for the published ones (other TorchServes may hold the defaults here).
     for var in TS_INFERENCE_PORT TS_MANAGEMENT_PORT TS_METRICS_PORT TS_GRPC_INFERENCE_PORT \
@@ -247,6 +262,9 @@ main() {
     done
     # `make serve`/`make up` bring up only these services (no TF Serving stand-in).
     export SERVICES=torchserve
+    # Containers on the bridge network reach nothing outside here: the image build's pip runs
+    # on the host network (the registries are reachable from the host).
+    export BUILD_NETWORK=host
 
     say "docker compose --profile cpu up --build --wait torchserve (ports $TS_INFERENCE_PORT..)"
     "${COMPOSE[@]}" --profile cpu up --detach --build --wait --wait-timeout 900 torchserve

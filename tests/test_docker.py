@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import http.server
 import importlib.util
 import json
@@ -479,6 +480,8 @@ def _allowed(dockerfile: Path, source: str) -> bool:
     """Whether the allow-list .dockerignore sends `source` to the builder."""
     ignore = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text().splitlines()
     allowed = [l[1:].rstrip("/") for l in ignore if l.startswith("!")]
+    if source.rstrip("/") == ".":  # the whole context: whatever the allow-list lets through
+        return bool(allowed)
     return any(source.rstrip("/") == a or source.startswith(a + "/") for a in allowed)
 
 
@@ -490,20 +493,53 @@ def test_copied_sources_exist_and_pass_the_dockerignore(dockerfile):
             assert _allowed(dockerfile, source), f"{dockerfile.name}: {source} is dockerignored"
 
 
+def _context_files(dockerfile: Path) -> list[str]:
+    """The files the builder receives: walks only the allow-list's roots, applies its exclusions
+    and never follows a symlink (.venv is one to a multi-GB venv; build/ holds dockerd data)."""
+    lines = [l.strip() for l in dockerfile.with_name(dockerfile.name + ".dockerignore")
+             .read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert lines[0] == "*", "expected an allow-list .dockerignore"
+    roots = [l[1:].rstrip("/") for l in lines if l.startswith("!")]
+    excluded = [l.rstrip("/") for l in lines[1:] if not l.startswith("!")]
+
+    def skip(rel: str) -> bool:
+        return any(fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(rel, pattern + "/*")
+                   or fnmatch.fnmatch("/" + rel, "*/" + pattern.removeprefix("**/"))
+                   for pattern in excluded)
+
+    files = []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(ROOT / root):
+            rel_dir = Path(dirpath).relative_to(ROOT).as_posix()
+            dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()
+                           and not skip(f"{rel_dir}/{d}")]
+            files += [f"{rel_dir}/{f}" for f in filenames
+                      if not skip(f"{rel_dir}/{f}") and not (Path(dirpath) / f).is_symlink()]
+    return files
+
+
+def test_context_files_honour_the_dockerignore():
+    files = _context_files(DOCKER / "Dockerfile.torchserve")
+    assert "docker/torchserve/healthcheck.py" in files and "clients/endpoints.py" in files
+    assert not [f for f in files if f.split("/")[0] in (".venv", "build", "model_store", ".git")]
+    assert not [f for f in files if "__pycache__" in f or f.startswith("clients/_generated/")]
+
+
 def test_torchserve_image_layout_renders_its_config(tmp_path):
     """Replays Dockerfile.torchserve's COPYs into tmp/ and runs its RUN step's rendering there,
     isolated from the repository: the image gets everything the rendering imports."""
     image = tmp_path / "image"
+    context = _context_files(DOCKER / "Dockerfile.torchserve")
     for sources, dest in _copies(DOCKER / "Dockerfile.torchserve"):
         target = image / dest.lstrip("/")
         for source in sources:
-            src = ROOT / source
-            if src.is_dir():
-                shutil.copytree(src, target, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("__pycache__", ".venv", "build", "model_store", ".git", ".run", "samples"))  # integrator: never copy the venv or dockerd data
-            else:
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, target / src.name)
+            prefix = "" if source.rstrip("/") == "." else source.rstrip("/") + "/"
+            chosen = [f for f in context if f.startswith(prefix)]
+            assert chosen, f"COPY {source}: nothing in the build context"
+            for rel in chosen:
+                out = target / rel[len(prefix):]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, out)
     bundle = image / "home/model-server/bundle"
     out, models = tmp_path / "config.properties", tmp_path / "models.txt"
     proc = subprocess.run([sys.executable, "-I", str(bundle / "docker/torchserve/render_config.py"),

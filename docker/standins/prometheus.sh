@@ -10,8 +10,11 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends prometheus busybox
 apt-get clean
 rm -rf /var/lib/apt/lists/*
-# /bin is /usr/bin on bookworm (merged /usr): /bin/prometheus and /bin/promtool are there already.
-test -x /bin/prometheus && test -x /bin/promtool
+# The official image has the binaries in /bin. Bookworm's root is merged (/bin -> usr/bin), so
+# /bin/prometheus already is /usr/bin/prometheus there; link only on an unmerged root.
+for tool in prometheus promtool; do
+    [ /bin/$tool -ef /usr/bin/$tool ] || ln -s /usr/bin/$tool /bin/$tool
+done
 ln -sf /bin/busybox /usr/local/bin/wget
 mkdir -p /prometheus /etc/prometheus
 [ -f /etc/prometheus/prometheus.yml ] || printf 'scrape_configs: []\n' > /etc/prometheus/prometheus.yml

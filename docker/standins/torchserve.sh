@@ -5,7 +5,7 @@
 # production image (pytorch/serve v0.12.0, docker/Dockerfile): a venv in /home/venv owned by
 # model-server (uid 1000, home /home/model-server with tmp/, model-store/ and the official
 # config.properties), Java 17, and the entrypoint /usr/local/bin/dockerd-entrypoint.sh.
-# Differences: Debian bookworm's Python 3.11 instead of Ubuntu 20.04 with Python 3.9, Java as
+# Differences: a /home/venv/pip.conf trusting the host's CA (see below), Debian bookworm's Python 3.11 instead of Ubuntu 20.04 with Python 3.9, Java as
 # the headless runtime instead of the full JDK, and the package set of torchserve-requirements.txt.
 set -eu
 here=$(dirname "$0")
@@ -24,3 +24,11 @@ find /home/venv -name __pycache__ -prune -exec rm -rf {} +
 install -m 0755 "$here/dockerd-entrypoint.sh" /usr/local/bin/dockerd-entrypoint.sh
 install -m 0644 "$here/config.properties" /home/model-server/config.properties
 chown -R model-server /home/model-server /home/venv
+# This machine reaches the package registries only through a TLS-inspecting proxy: the stand-in's
+# pip trusts the host's CA bundle (mounted by docker_e2e.sh), so `pip install` in our Dockerfile
+# works here as it does against PyPI elsewhere. The official image has no
+# pip.conf. (/etc/pip.conf is the host's, mounted read-only during this recipe.)
+if [ -f /run/host-ca.crt ]; then
+    install -m 0644 /run/host-ca.crt /home/venv/host-ca.crt
+    printf '[global]\ncert = /home/venv/host-ca.crt\n' > /home/venv/pip.conf  # the venv's own
+fi

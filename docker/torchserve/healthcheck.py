@@ -43,11 +43,15 @@ def keys() -> dict[str, str]:
     return endpoints.read_key_file(key_file) if key_file.is_file() else {}
 
 
-def get(path: str, key: str | None):
+def request(path: str, key: str | None) -> bytes:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    request = urllib.request.Request(MANAGEMENT_URL + path, headers=headers)
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-        return json.load(response)
+    with urllib.request.urlopen(urllib.request.Request(MANAGEMENT_URL + path, headers=headers),
+                                timeout=TIMEOUT_S) as response:
+        return response.read()
+
+
+def get(path: str, key: str | None):
+    return json.loads(request(path, key))
 
 
 def describe(model: str) -> object:
@@ -58,7 +62,8 @@ def describe(model: str) -> object:
         if exc.code not in REFUSED or not current.get("api"):
             raise
     # Expired or rotated between the read and the request: a fresh management key, then again.
-    get("/token?type=management", current["api"])
+    # The token API answers 200 with an empty body (no JSON) and rewrites key_file.json.
+    request("/token?type=management", current["api"])
     return get(f"/models/{model}", keys()["management"])
 
 
