@@ -103,11 +103,14 @@ def test_load_failure_reports_the_worker_error(mar_archives, tmp_path):
                 data = yaml.safe_dump(config).encode()
             dst.writestr(item, data)
     run_dir = tmp_path / "run"
-    with pytest.raises(launcher.LaunchError) as failure:
-        launcher.start(run_dir=run_dir, ports=launcher.Ports.free(), models=[MODEL],
-                       model_store=store, timeout=180)
-    assert "model_name should be one of" in str(failure.value)  # the worker's ValueError
-    assert not launcher.Server.load(run_dir).alive(), "a failed start leaves nothing running"
+    try:
+        with pytest.raises(launcher.LaunchError) as failure:
+            launcher.start(run_dir=run_dir, ports=launcher.Ports.free(), models=[MODEL],
+                           model_store=store, timeout=180)
+        assert "model_name should be one of" in str(failure.value)  # the worker's ValueError
+        assert not launcher.Server.load(run_dir).alive(), "a failed start leaves nothing running"
+    finally:
+        launcher.stop(run_dir)  # should this test fail because start succeeded, stop that server
 
 
 def test_busy_port_is_reported(torchserve, tmp_path):
