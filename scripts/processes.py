@@ -146,6 +146,14 @@ def stop_group(launch: Launch, timeout: float = 60.0) -> bool:
     for proc in procs:
         _signal(proc, signal.SIGKILL)
     _wait_gone(launch, procs, time.monotonic() + 10)
+    # The frontend may respawn a worker it saw die while it was itself shutting down; that
+    # worker is not in the first snapshot. Sweep the group until nothing of the launch is left.
+    sweep_until = time.monotonic() + 10
+    while (left := members(launch)) and time.monotonic() < sweep_until:
+        for proc in left:
+            _signal(proc, signal.SIGKILL)
+        psutil.wait_procs(left, timeout=1)
+        group = group + [p for p in left if p not in group]
     # Dead is not yet gone: wait until each exit was collected (by us for the leader when we
     # started it, else by its parent or init), so no zombie of ours outlives the stop.
     _reap(launch)
