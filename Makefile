@@ -26,7 +26,7 @@ DOCKER_ANSWERS = docker info >/dev/null 2>&1
         client-stubs client-wheel bench-clients docker-e2e
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
 # A missing system package is installed with apt where we are root; elsewhere one line says
 # what to run. $(1): the Debian/Ubuntu package, $(2): what needs it.
