@@ -63,30 +63,30 @@ client-wheel: $(CLIENT_STUBS)  ## build the client wheel, stubs included, into d
 
 archive: $(STAMP) $(CLIENT_STUBS)  ## build .mar archives, SavedModels, TF Serving configs, sample photos (skips what is up to date)
 	$(PY) -m scripts.build
-	$(PY) -m scripts.tf_configs
+	$(PY) -m scripts.build.tf_configs
 
 serve: archive  ## start the servers (Docker when an engine answers, else native); returns when READY
 	@if $(DOCKER_ANSWERS); then \
 	  echo "Docker engine found: serving with docker compose (make up)"; \
 	  $(MAKE) --no-print-directory up; \
 	else \
-	  $(PY) -m scripts.torchserve start && $(PY) -m scripts.tfserving start --mode native; \
+	  $(PY) -m scripts.serve.torchserve start && $(PY) -m scripts.serve.tfserving start --mode native; \
 	fi
 
 stop:  ## stop the servers started by make serve
 	@if $(DOCKER_ANSWERS); then $(COMPOSE) --profile cpu --profile gpu stop; fi
-	@if [ -x $(PY) ]; then $(PY) -m scripts.torchserve stop; $(PY) -m scripts.tfserving stop --mode native; fi
+	@if [ -x $(PY) ]; then $(PY) -m scripts.serve.torchserve stop; $(PY) -m scripts.serve.tfserving stop --mode native; fi
 
 status:  ## worker status of the running servers
 	@if $(DOCKER_ANSWERS); then $(COMPOSE) --profile cpu --profile gpu ps; fi
-	-$(PY) -m scripts.torchserve status
-	-$(PY) -m scripts.tfserving status
+	-$(PY) -m scripts.serve.torchserve status
+	-$(PY) -m scripts.serve.tfserving status
 
 key:  ## print the inference key of the running TorchServe (container or native)
 	@if $(DOCKER_ANSWERS) && [ -n "$$($(COMPOSE) --profile cpu ps -q torchserve)" ]; then \
 	  $(COMPOSE) --profile cpu exec -T torchserve python -c \
 	    'import json; print(json.load(open("key_file.json"))["inference"]["key"])'; \
-	else $(PY) -m scripts.torchserve key; fi
+	else $(PY) -m scripts.serve.torchserve key; fi
 
 # Prometheus and promtool for tests/test_monitoring.py: the two binaries of Debian's `prometheus`
 # package, unpacked into .venv/bin. Not `apt-get install`: without systemd the package's postinst
@@ -112,10 +112,10 @@ test: $(STAMP) $(CLIENT_STUBS) $(PROMETHEUS)  ## install everything and run ever
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 tf-configs: $(STAMP)  ## regenerate config/tfserving/* from config/models.yaml
-	$(PY) -m scripts.tf_configs
+	$(PY) -m scripts.build.tf_configs
 
 tf-reload: archive  ## apply the catalog's versions and labels to the running TF Serving (gRPC)
-	$(PY) -m scripts.tfserving reload
+	$(PY) -m scripts.serve.tfserving reload
 
 e2e-tfserving: $(STAMP)  ## tests against a running TF Serving (TFSERVING_REST_URL / TFSERVING_GRPC_TARGET)
 	TFSERVING_REST_URL=$${TFSERVING_REST_URL:-http://127.0.0.1:8501} \
@@ -126,7 +126,7 @@ bench: archive  ## side by side on one TorchServe: noop floor, stock, handler pe
 	$(PY) -m scripts.bench
 
 bench-clients: archive  ## client overhead per request: client vs requests/urllib3/curl, REST vs gRPC
-	$(PY) -m scripts.bench_clients
+	$(PY) -m scripts.bench.clients
 
 .PHONY: drills
 drills: archive  ## fault and abuse drills against a fresh TorchServe (free ports) and the TF graph; prints the table
@@ -147,7 +147,7 @@ up-monitoring: archive  ## servers (PROFILE=cpu|gpu) + Prometheus :9090 + Grafan
 	$(if $(filter gpu,$(PROFILE)),$(COMPOSE_GPU),$(COMPOSE)) --profile $(PROFILE) --profile monitoring $(UP_FLAGS)
 
 docker-e2e: archive  ## compose up on stand-in base images in a private dockerd, e2e tests, teardown (root; docs/docker.md)
-	scripts/docker_e2e.sh
+	scripts/serve/docker_e2e.sh
 
 down:  ## stop and remove the Docker containers of every profile (volumes are kept)
 	$(COMPOSE) --profile cpu --profile gpu --profile monitoring down

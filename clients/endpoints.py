@@ -1,6 +1,6 @@
 """The one home for where the bundle's servers listen, which key opens them, and when a
 TorchServe model counts as ready. Used by the clients and CLI, the launcher
-(scripts/torchserve.py), the Docker healthcheck and the container config renderer.
+(scripts/serve/torchserve.py), the Docker healthcheck and the container config renderer.
 
 STANDARD LIBRARY ONLY: the Docker healthcheck imports this file in an image without the
 client's dependencies. Keep it that way.

@@ -8,6 +8,6 @@
   <kind>.py      one handler class per module (TorchServe loads exactly one class from it):
                  image_classifier, text_embedder, face_detector
 
-The whole package is copied into every .mar (scripts/build.py), so handler modules import each
+The whole package is copied into every .mar (scripts/build/artifacts.py), so handler modules import each
 other as `handlers.<module>` both in the repo and inside a TorchServe worker.
 """

@@ -151,7 +151,7 @@ def to_model_input(
     device: torch.device,
 ) -> torch.Tensor:
     """HxWx3 uint8 -> 3 x size x size float: central square crop, antialiased bilinear resize,
-    (x - mean) / std. The same contract as the TF Serving graph (scripts/export_tf.py).
+    (x - mean) / std. The same contract as the TF Serving graph (scripts/build/export_tf.py).
 
     The crop is resized in float on purpose: torch's uint8 antialiased resize is faster (0.3 vs
     0.8 ms per image, measured by scripts/bench), but rounding its output to uint8 moved the

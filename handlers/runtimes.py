@@ -9,7 +9,7 @@ not change with the runtime.
   torchscript  the module traced and frozen at load (a second or two). Tracing at load instead of
                shipping a TorchScript file keeps the state dict, loaded with weights_only=True, the
                only serialized form of the weights in an archive.
-  onnxruntime  the archive's ONNX file (written by scripts/export_runtimes.py at build time, and
+  onnxruntime  the archive's ONNX file (written by scripts/build/export_runtimes.py at build time, and
                checked there against eager), run by ONNX Runtime's CPU provider.
   openvino     the same ONNX file, compiled by OpenVINO for the CPU. Inference precision is set to
                f32: on CPUs with bf16/fp16 units OpenVINO otherwise lowers precision by itself, and

@@ -1,6 +1,6 @@
 """The bundle's build and serving tools: the model catalog, archive builds, and the launchers.
 
-Run them from the bundle's checkout as modules (`python -m scripts.torchserve start`); the
+Run them from the bundle's checkout as modules (`python -m scripts.serve.torchserve start`); the
 Makefile, the tests and the benchmarks import them as this package.
 
 `ROOT` is the bundle directory every tool resolves its files against (config/, handlers/,

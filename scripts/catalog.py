@@ -4,7 +4,7 @@ Every script, test and generated config reads model settings through this module
 stays the single source of truth. Validation happens at load time: a typo in the catalog fails the
 build with the entry and field named, not a worker at serve time. Loading needs only PyYAML and
 the standard library (the Docker config renderer loads it without handlers/ or torch); checks that
-need the rest of the repository (the handler module exists) are made by scripts/build.py.
+need the rest of the repository (the handler module exists) are made by scripts/build/artifacts.py.
 
 Per model, the typed common fields are name, version, servers, runtime, batching, workers, limits
 and files; `handler:` is a free-form mapping (its `module` names the handler in handlers/) that

@@ -3,13 +3,14 @@ with token authorization on, through the same launcher `make serve` uses."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from scripts import build, catalog, samples
-from scripts import torchserve as launcher
+from scripts import catalog
+from scripts.build import artifacts as builder
+from scripts.build import samples
+from scripts.serve import torchserve as launcher
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,14 +23,14 @@ def models() -> dict[str, catalog.Model]:
 @pytest.fixture(scope="session")
 def artifacts(models):
     """Build (or reuse, when up to date) every artifact of the catalog."""
-    build.build(list(models.values()))
+    builder.build(list(models.values()))
     return models
 
 
 @pytest.fixture(scope="session")
 def mar_archives(models):
     """Only the TorchServe archives (what the handler tests and the server need)."""
-    build.build(list(models.values()), servers=("torchserve",))
+    builder.build(list(models.values()), servers=("torchserve",))
     return {m.name: m.mar_path for m in models.values() if "torchserve" in m.servers}
 
 

@@ -11,9 +11,10 @@ from scripts import ROOT
 # loaded there once made the later torch._dynamo/triton import segfault `make archive`.
 BUILD_BOTH = """
 import sys
-from scripts import build, catalog
+from scripts.build import artifacts
+from scripts import catalog
 models = catalog.load()
-build.build([models["efficientnet_lite0"], models["minilm_embeddings"]], force=True)
+artifacts.build([models["efficientnet_lite0"], models["minilm_embeddings"]], force=True)
 assert "tensorflow" not in sys.modules, "TensorFlow was loaded into the build process"
 """
 

@@ -9,7 +9,8 @@ import zipfile
 import pytest
 import yaml
 
-from scripts import build, catalog
+from scripts.build import artifacts
+from scripts import catalog
 
 ENTRY = {
     "version": "1.0",
@@ -66,7 +67,7 @@ def test_catalog_loads_without_handlers(tmp_path):
     # The Docker config renderer loads the catalog where handlers/ does not exist.
     model = load_one(tmp_path, handler={"module": "not_written_yet"})
     with pytest.raises(catalog.CatalogError, match="handlers/not_written_yet.py does not exist"):
-        build.handler_module(model)
+        artifacts.handler_module(model)
 
 
 def test_package_files_are_pinned(tmp_path):

@@ -1,4 +1,4 @@
-"""End to end in Docker, against the stack `make docker-e2e` (scripts/docker_e2e.sh) brings up:
+"""End to end in Docker, against the stack `make docker-e2e` (scripts/serve/docker_e2e.sh) brings up:
 TorchServe from docker/compose.yaml's cpu profile and the monitoring profile's Prometheus, with
 the published ports in TS_*_PORT / PROMETHEUS_PORT and DOCKER_HOST/DOCKER_CONFIG of the engine.
 
@@ -29,7 +29,8 @@ if os.environ.get("BUNDLE_DOCKER_E2E") != "1":
 
 import requests  # noqa: E402
 
-from scripts import catalog, samples  # noqa: E402
+from scripts import catalog  # noqa: E402
+from scripts.build import samples
 from tests.test_monitoring import concrete, queries  # noqa: E402
 
 pytestmark = pytest.mark.e2e_docker

@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from clients import TorchServeClient, Unauthorized
-from scripts import ROOT, bundle_root, catalog, processes
-from scripts import torchserve as launcher
+from scripts import ROOT, bundle_root, catalog
+from scripts.serve import processes
+from scripts.serve import torchserve as launcher
 
 MODEL = "efficientnet_lite0"
 # Short enough that a test outlives a key, long enough for a rotate-then-predict round trip.
@@ -48,7 +49,7 @@ def test_inherited_ts_config_file_is_refused(tmp_path):
     """TorchServe would silently prefer TS_CONFIG_FILE over the launcher's config."""
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.torchserve", "start", "--ports", "free",
+        [sys.executable, "-m", "scripts.serve.torchserve", "start", "--ports", "free",
          "--run-dir", str(run_dir)],
         cwd=ROOT, env={**os.environ, "TS_CONFIG_FILE": str(tmp_path / "other.properties")},
         capture_output=True, text=True, timeout=120)

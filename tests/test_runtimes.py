@@ -1,5 +1,5 @@
 """Runtimes (handlers/runtimes.py) and the build's export + agreement check
-(scripts/export_runtimes.py), on the catalog's classifier and the sample photos."""
+(scripts/build/export_runtimes.py), on the catalog's classifier and the sample photos."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from handlers import runtimes
-from scripts import catalog, export_runtimes
+from scripts import catalog
+from scripts.build import export_runtimes
 
 MODEL = "efficientnet_lite0"
 
@@ -81,7 +82,7 @@ def test_missing_export_and_unknown_runtime_are_named(spec, tmp_path):
 
 @pytest.fixture(scope="module")
 def cat_bytes():
-    from scripts import samples
+    from scripts.build import samples
 
     return samples.write_all()["cat"].read_bytes()
 
@@ -97,12 +98,12 @@ def _classify_with(kind: str, tmp_path_factory, data: bytes):
     import dataclasses
 
     from handlers.image_classifier import ImageClassifier
-    from scripts import build
+    from scripts.build import artifacts
     from tests.handler_context import make_context, run_batch, unpack
 
     variant = dataclasses.replace(catalog.load()[MODEL], runtime=kind)
     store = tmp_path_factory.mktemp(f"store-{kind}")
-    mar = build.build_mar(variant, store)
+    mar = artifacts.build_mar(variant, store)
     model_dir = unpack(mar, tmp_path_factory.mktemp(f"model-{kind}"))
     assert (model_dir / runtimes.ONNX_FILE).is_file() == (kind in export_runtimes.NEEDS_EXPORT)
     context = make_context(model_dir)
@@ -131,7 +132,7 @@ def test_the_embedder_agrees_with_eager_on_onnxruntime(tmp_path_factory):
     import json as jsonlib
 
     from handlers.text_embedder import TextEmbedder
-    from scripts import build
+    from scripts.build import artifacts
     from tests.handler_context import make_context, run_batch, unpack
 
     base = catalog.load()["minilm_embeddings"]
@@ -139,7 +140,7 @@ def test_the_embedder_agrees_with_eager_on_onnxruntime(tmp_path_factory):
     vectors = {}
     for kind in ("eager", "onnxruntime"):
         variant = dataclasses.replace(base, runtime=kind)
-        mar = build.build_mar(variant, tmp_path_factory.mktemp(f"emb-store-{kind}"))
+        mar = artifacts.build_mar(variant, tmp_path_factory.mktemp(f"emb-store-{kind}"))
         model_dir = unpack(mar, tmp_path_factory.mktemp(f"emb-{kind}"))
         context = make_context(model_dir)
         handler = TextEmbedder()

@@ -1,4 +1,4 @@
-"""The TF Serving SavedModel (scripts/export_tf.py): layout, signatures, warmup records, agreement
+"""The TF Serving SavedModel (scripts/build/export_tf.py): layout, signatures, warmup records, agreement
 with the PyTorch model, and clear errors for bytes that are not an image.
 
 The SavedModel is built once per session by the `artifacts` fixture and loaded once per model.
@@ -18,7 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from scripts import catalog, export_tf, samples
+from scripts import catalog
+from scripts.build import export_tf, samples
 from scripts.catalog import ROOT
 
 TF_MODELS = [m.name for m in catalog.for_server("tfserving")]

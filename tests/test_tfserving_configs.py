@@ -1,6 +1,6 @@
-"""TF Serving configs (config/tfserving/, scripts/tf_configs.py) and the `make serve` launcher's
-decisions (scripts/tfserving.py). No TF Serving needed: the server itself is tested by the opt-in
-tests/test_tfserving_e2e.py."""
+"""TF Serving configs (config/tfserving/, scripts/build/tf_configs.py) and the `make serve`
+launcher's decisions (scripts/serve/tfserving.py). No TF Serving needed: the server itself is
+tested by the opt-in tests/test_tfserving_e2e.py."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from scripts import catalog, tf_configs
-from scripts import tfserving as launcher
+from scripts import catalog
+from scripts.build import tf_configs
+from scripts.serve import tfserving as launcher
 from scripts.catalog import MODEL_STORE, ROOT
 
 
@@ -32,7 +33,7 @@ def committed():
 
 
 def test_committed_configs_are_current():
-    """Regenerating from the catalog gives byte-identical files (run python -m scripts.tf_configs
+    """Regenerating from the catalog gives byte-identical files (run python -m scripts.build.tf_configs
     after editing config/models.yaml)."""
     assert tf_configs.stale() == []
 
@@ -142,7 +143,7 @@ def test_bad_version_label_is_a_catalog_error(bad):
 def _run_launcher(*args: str, path: str, extra_env: dict | None = None, timeout: float = 60):
     env = {**os.environ, "PATH": path, **(extra_env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "scripts.tfserving", *args],
+        [sys.executable, "-m", "scripts.serve.tfserving", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
 

@@ -33,7 +33,8 @@ if not (REST_URL or GRPC_TARGET):
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-from scripts import catalog, export_tf, samples, tf_configs  # noqa: E402
+from scripts import catalog  # noqa: E402
+from scripts.build import export_tf, samples, tf_configs
 
 pytestmark = pytest.mark.e2e_tfserving
 MODELS = catalog.for_server("tfserving")

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the stand-in for pytorch/torchserve:0.12.0-cpu inside a container of the Debian
-# bookworm minbase image (run by scripts/docker_e2e.sh with the host's network and the host's
+# bookworm minbase image (run by scripts/serve/docker_e2e.sh with the host's network and the host's
 # pip configuration and local wheel directories mounted read-only). Mirrors the official
 # production image (pytorch/serve v0.12.0, docker/Dockerfile): a venv in /home/venv owned by
 # model-server (uid 1000, home /home/model-server with tmp/, model-store/ and the official

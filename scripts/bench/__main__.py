@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from handlers import runtimes
-from scripts import catalog, export_runtimes, samples
-from scripts import torchserve as launcher
+from scripts import catalog
+from scripts.build import export_runtimes, samples
+from scripts.serve import torchserve as launcher
 from scripts.bench import report, targets
 from scripts.bench.load import Cell, closed_loop, in_process, timed_ms
 from scripts.catalog import ROOT

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from scripts import build, catalog
+from scripts.build import artifacts
+from scripts import catalog
 from scripts.catalog import Model
 
 CLASSIFIER = "efficientnet_lite0"
@@ -75,7 +76,7 @@ def noop_archive(store: Path, settings: dict) -> Target:
 
 def stock_archive(store: Path, model: Model, settings: dict) -> Target:
     """TorchServe's image_classifier on the same weights, traced to TorchScript as it expects."""
-    from scripts.export_tf import torch_network
+    from scripts.build.export_tf import torch_network
 
     size = int(model.input["size"])
     with tempfile.TemporaryDirectory(dir=store.parent) as tmp:
@@ -95,7 +96,7 @@ def handler_archive(store: Path, model: Model, runtime: str, **overrides) -> Tar
     """The bundle's archive of `model` with its runtime (and any catalog field) overridden."""
     name = f"bench_{model.name}_{runtime}"
     variant = _variant(model, name, runtime, **overrides)
-    build.build_mar(variant, store)
+    artifacts.build_mar(variant, store)
     return Target(f"handler:{runtime}", name, "image")
 
 
@@ -108,7 +109,7 @@ def tuning_archive(store: Path, model: Model, runtime: str, batch_size: int, del
         batching=dataclasses.replace(model.batching, batch_size=batch_size,
                                      max_batch_delay_ms=delay_ms),
         workers=dataclasses.replace(model.workers, min=workers, max=workers))
-    build.build_mar(variant, store)
+    artifacts.build_mar(variant, store)
     return Target(f"tune:{runtime}:batch{batch_size}:delay{delay_ms}ms:workers{workers}", name,
                   "image")
 
@@ -119,7 +120,7 @@ def _variant(model: Model, name: str, runtime: str, **overrides) -> Model:
 
 def catalog_archive(store: Path, model: Model, payload: str) -> Target:
     """A catalog model as `make archive` builds it (its own runtime and settings)."""
-    build.build([model], servers=("torchserve",))
+    artifacts.build([model], servers=("torchserve",))
     shutil.copy2(model.mar_path, store / model.mar_path.name)
     return Target(f"model:{model.name}", model.name, payload)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from clients import build_protos
-from scripts import samples
+from scripts.build import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "efficientnet_lite0"

@@ -128,7 +128,7 @@ def test_hostile_headers_are_400(photo):
 
 
 def test_a_jpeg_scan_bomb_is_refused_before_decoding(decoded_pixels):
-    from scripts import drill_payloads
+    from scripts.drills import payloads as drill_payloads
 
     bomb = drill_payloads.progressive_jpeg_scans(scans=decoding.MAX_JPEG_SCANS + 50, side=64)
     with pytest.raises(InvalidImage, match="scans; the limit is"):

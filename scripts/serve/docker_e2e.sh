@@ -19,7 +19,7 @@
 # second run with that DOCKER_HOST/DOCKER_CONFIG reuses them.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$ROOT/build/docker-e2e
 ENGINE=$WORK/engine
 CACHE=$WORK/cache

@@ -1,4 +1,4 @@
-"""Hostile and good request bodies for the drills (scripts/drills.py), built in memory.
+"""Hostile and good request bodies for the drills (scripts/drills/), built in memory.
 
 Each builder returns encoded bytes. Bombs are small files whose header promises far more pixels
 than the catalog allows; containers wrap an image in a format the bundle does not open; the

@@ -1,7 +1,7 @@
 """Client-side overhead per request: the bundled client vs raw requests/urllib3/curl, REST vs
 gRPC, against a TorchServe started by the launcher on free loopback ports.
 
-    python -m scripts.bench_clients [--requests 50] [--run-dir DIR] [--json]
+    python -m scripts.bench.clients [--requests 50] [--run-dir DIR] [--json]
 
 Two workloads: `predict` (the sample cat photo through efficientnet_lite0, dominated by the
 model) and `ping` (no model work, so the difference between rows is almost pure client cost).
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import urllib3
 
-from scripts import samples
-from scripts import torchserve as launcher
+from scripts.build import samples
+from scripts.serve import torchserve as launcher
 
 MODEL = "efficientnet_lite0"
 WARMUP = 5

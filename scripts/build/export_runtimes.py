@@ -1,6 +1,6 @@
 """Build-time export of the files a runtime needs, and the agreement check against eager PyTorch.
 
-    python -m scripts.export_runtimes [--model NAME] [--runtime KIND ...]
+    python -m scripts.build.export_runtimes [--model NAME] [--runtime KIND ...]
 
 `make archive` calls prepare(model, archive_extra_dir) for every TorchServe model: when the
 catalog's `runtime:` needs an exported file (onnxruntime, openvino: model.onnx), it is written
@@ -24,7 +24,8 @@ from pathlib import Path
 import torch  # noqa: F401  (torch before anything that may import tensorflow)
 
 from handlers import runtimes
-from scripts import catalog, samples
+from scripts import catalog
+from scripts.build import samples
 from scripts.catalog import Model
 
 MAX_PROBABILITY_DELTA = 1e-3
@@ -56,7 +57,7 @@ class Spec:
 def classifier_spec(model: Model) -> Spec:
     """EfficientNet-style classifier: images preprocessed as the handler does."""
     from handlers import images
-    from scripts.export_tf import torch_network
+    from scripts.build.export_tf import torch_network
 
     cfg = model.input
     size = int(cfg["size"])

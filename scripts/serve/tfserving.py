@@ -1,9 +1,9 @@
 """The TF Serving part of `make serve` / `make stop`.
 
-    python -m scripts.tfserving start [--mode auto|docker|native] [--timeout S]
-    python -m scripts.tfserving stop  [--mode auto|docker|native]
-    python -m scripts.tfserving status
-    python -m scripts.tfserving reload [--grpc-target HOST:PORT]
+    python -m scripts.serve.tfserving start [--mode auto|docker|native] [--timeout S]
+    python -m scripts.serve.tfserving stop  [--mode auto|docker|native]
+    python -m scripts.serve.tfserving status
+    python -m scripts.serve.tfserving reload [--grpc-target HOST:PORT]
 
 Where TF Serving runs (auto = the first that applies):
 1. docker  a Docker engine answers (`docker info` succeeds): `docker compose -f docker/compose.yaml
@@ -40,7 +40,9 @@ from pathlib import Path
 from clients import endpoints, errors
 from clients.tfserving_rest import TFServingClient
 from clients.transport import RetryPolicy, Timeouts
-from scripts import ROOT, processes, tf_configs
+from scripts import ROOT
+from scripts.serve import processes
+from scripts.build import tf_configs
 from scripts.catalog import MODEL_STORE
 
 BINARY = "tensorflow_model_server"

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch  # noqa: F401  (import torch before tensorflow: the reverse order segfaults)
 import yaml
 
-from scripts import catalog, export_runtimes, samples
+from scripts import catalog
+from scripts.build import export_runtimes, samples
 from scripts.catalog import ROOT, Model
 
 STAMPS = ROOT / "build" / "stamps"
@@ -123,12 +124,12 @@ def build_mar(model: Model, store: Path | None = None) -> Path:
 def build_savedmodel(model: Model) -> None:
     # In a process of its own: once TensorFlow is loaded, a later import of triton (through
     # torch._dynamo, which the ONNX export and torchvision.ops reach) segfaults this process.
-    subprocess.run([sys.executable, "-m", "scripts.export_tf", "--model", model.name],
+    subprocess.run([sys.executable, "-m", "scripts.build.export_tf", "--model", model.name],
                    check=True, cwd=ROOT)
 
 
 def tf_sources() -> list[Path]:
-    from scripts import export_tf
+    from scripts.build import export_tf
 
     return export_tf.sources()
 
@@ -158,7 +159,8 @@ def build(models: list[Model], force: bool = False, servers: tuple[str, ...] = c
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.build",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="build only this model (repeatable)")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
@@ -171,6 +173,3 @@ def main(argv: list[str] | None = None) -> int:
     build(list(models.values()), force=args.force)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Export a catalog model as a TF Serving SavedModel, with the PyTorch weights ported to Keras.
 
-    python -m scripts.export_tf [--model NAME]      (normally run through scripts.build)
+    python -m scripts.build.export_tf [--model NAME]      (normally run through scripts.build)
 
 Contract
 - `export(model)` writes `model.savedmodel_dir` (model_store/tf/<name>/<tf_version>/) atomically:

@@ -1,0 +1,5 @@
+import sys
+
+from scripts.build.artifacts import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from scripts.drills.runner import main
+
+sys.exit(main())
